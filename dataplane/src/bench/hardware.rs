@@ -1,0 +1,1 @@
+//! Placeholder: raw cache-line ping-pong.

@@ -1,0 +1,61 @@
+//! `dataplane bench`: the benchmark suites and their report format.
+//!
+//! Every suite runs two workloads with the same shape in every system:
+//! - **ping-pong** (latency): agent A sends a request to agent B, B replies, A records the
+//!   round trip and sends the next one. With `--rate R` the sender is open-loop instead:
+//!   request `i` is due at `start + i / R`, and latency is measured from that *intended*
+//!   send time to the arrival of its reply, so a stall shows up in every request it delays
+//!   (no coordinated omission).
+//! - **flood** (throughput): A sends messages one-way to B as fast as back-pressure allows;
+//!   throughput is messages received divided by the time from first send to last receipt.
+//!
+//! Latency figures are always *round trips*; one-way latency is reported as half of it.
+
+pub mod hardware;
+pub mod native;
+pub mod report;
+
+pub use report::{BenchResult, LatencyNs};
+
+/// Which suite to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Suite {
+    /// Two agents on one shard.
+    Local,
+    /// Two agents on two shards (cores).
+    CrossShard,
+    /// A raw cache-line ping-pong between the two shard cores: the machine's own limit.
+    Hardware,
+}
+
+impl Suite {
+    /// The name used in reports (`"cross-shard"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Suite::Local => "local",
+            Suite::CrossShard => "cross-shard",
+            Suite::Hardware => "hardware",
+        }
+    }
+}
+
+/// Options shared by all suites.
+#[derive(Debug, Clone)]
+pub struct SuiteOptions {
+    /// Shards (cores) to use; `local` uses one, `cross-shard` and `hardware` two.
+    pub shards: usize,
+    /// Wall-clock seconds per workload (ping-pong and flood each get this much).
+    pub seconds: f64,
+    /// Open-loop request rate for the latency workload; `None` means closed-loop ping-pong.
+    pub rate_msgs_per_s: Option<u64>,
+    /// Payload bytes per message.
+    pub payload_bytes: usize,
+    /// CPUs to pin to, in shard order (OS indexes). Empty means "first usable CPUs".
+    pub cpus: Vec<usize>,
+}
+
+impl Default for SuiteOptions {
+    fn default() -> Self {
+        Self { shards: 2, seconds: 2.0, rate_msgs_per_s: None, payload_bytes: 32, cpus: Vec::new() }
+    }
+}

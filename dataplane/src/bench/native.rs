@@ -1,0 +1,1 @@
+//! Placeholder: dataplane local and cross-shard suites.
