@@ -386,7 +386,7 @@ impl<T> Consumer<T> {
         if count == 0 {
             return 0;
         }
-        let mut guard = ReleaseHeadOnDrop { consumer: self };
+        let guard = ReleaseHeadOnDrop { consumer: self };
         for _ in 0..count {
             // SAFETY: `count <= tail - head_next` at the start and each read advances
             // `head_next` by one, so every read is below `tail`.
