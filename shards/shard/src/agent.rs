@@ -1,0 +1,77 @@
+//! The agent interface: one message at a time, with a context to send, reply and read time.
+//!
+//! The same trait is implemented by native handlers (tests, benchmarks, built-ins) and, in
+//! the WASM host, by an adapter that copies the message into the guest's linear memory and
+//! calls its export. An agent is created on its shard's thread and never leaves it, so it
+//! need not be `Send`.
+
+use std::borrow::Cow;
+
+use dataplane_frame::{AgentId, Flags, Header, Performative, Priority};
+
+use crate::shard::Context;
+
+/// A message as an agent sees it: the decoded header and the payload, borrowed from the
+/// frame buffer for the duration of the call.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    /// The frame header.
+    pub header: Header,
+    /// The payload bytes.
+    pub payload: &'a [u8],
+}
+
+impl Message<'_> {
+    /// The sender.
+    pub fn from(&self) -> AgentId {
+        self.header.from
+    }
+
+    /// The addressee.
+    pub fn to(&self) -> AgentId {
+        self.header.to
+    }
+
+    /// The performative.
+    pub fn performative(&self) -> Performative {
+        self.header.performative
+    }
+
+    /// The priority class.
+    pub fn priority(&self) -> Priority {
+        self.header.priority
+    }
+
+    /// Whether this message answers an earlier one.
+    pub fn is_reply(&self) -> bool {
+        self.header.flags.contains(Flags::REPLY)
+    }
+}
+
+/// Why an agent's handler failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// The handler reported a failure.
+    #[error("agent failed: {0}")]
+    Failed(Cow<'static, str>),
+    /// The handler panicked (native agents) or trapped (WASM agents).
+    #[error("agent crashed: {0}")]
+    Crashed(Cow<'static, str>),
+}
+
+/// An agent: owned by one shard, handling one message at a time.
+pub trait Agent: 'static {
+    /// Called once when the agent is deployed, before its first message.
+    fn on_start(&mut self, _ctx: &mut Context<'_>) -> Result<(), AgentError> {
+        Ok(())
+    }
+
+    /// Handles one message. Sends and replies go through `ctx`; an error is counted and,
+    /// for a request, answered with a `failure` reply that names it.
+    fn on_message(&mut self, message: &Message<'_>, ctx: &mut Context<'_>)
+        -> Result<(), AgentError>;
+
+    /// Called once when the agent is undeployed or the shard stops.
+    fn on_stop(&mut self, _ctx: &mut Context<'_>) {}
+}

@@ -1,0 +1,754 @@
+//! The shard's message loop as a sans-IO state machine.
+//!
+//! A [`Shard`] owns its agents, their mailboxes and its frame pool. It never touches a
+//! thread, a ring, a socket or a clock: the driver feeds it inputs (`handle_*`), lets it
+//! work (`poll_deliver`, with the current time as an argument) and collects its outputs
+//! (`poll_transmit`: frames and buffer returns for each other shard). The driver calls, in
+//! a loop: `handle_ring_item` for what the rings bring, `poll_deliver`, then
+//! `poll_transmit` for every other shard. The same sequence runs under the deterministic
+//! simulation in the tests, with simulated rings.
+//!
+//! Nothing accepted is lost: a send either fails at once with a typed [`SendError`]
+//! (mailbox full, outbound queue full, pool exhausted, unknown local agent, frame too large)
+//! or is queued; a frame from a ring that cannot be queued yet is handed back to the driver
+//! (`Err(item)`), which keeps it and offers it again later (back-pressure propagates to
+//! the sender through the ring filling up).
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::panic::{self, AssertUnwindSafe};
+
+use dataplane_frame::{AgentId, Flags, FrameError, Header, Performative, Priority};
+
+use crate::agent::{Agent, AgentError, Message};
+use crate::mailbox::{Mailbox, ReadyLists};
+use crate::pool::{FrameHandle, FramePool, PoolError, Released};
+use crate::routing::{owner_shard, SHARDS_MAX};
+use crate::stats::ShardStats;
+
+/// Limits and identity of one shard. Every bound is explicit.
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    /// This shard's index, `0..shards`.
+    pub shard: usize,
+    /// Shards on the node.
+    pub shards: usize,
+    /// Frames one agent's mailbox holds, all classes together.
+    pub mailbox_capacity_frames: usize,
+    /// Frames queued for one other shard before senders see back-pressure.
+    pub outbound_capacity_frames: usize,
+    /// Largest encoded frame.
+    pub frame_bytes_max: usize,
+    /// Buffers this shard's pool may own at once.
+    pub frame_pool_frames_max: usize,
+    /// Messages one agent handles per turn.
+    pub agent_burst_messages: usize,
+    /// Scheduler passes after which a waiting lower class is served.
+    pub starvation_limit_passes: u32,
+    /// Agents this shard hosts at most.
+    pub agents_max: usize,
+}
+
+impl ShardConfig {
+    /// Defaults for shard `shard` of `shards` (the embedded configuration's values).
+    pub fn new(shard: usize, shards: usize) -> ShardConfig {
+        ShardConfig {
+            shard,
+            shards,
+            mailbox_capacity_frames: 1024,
+            outbound_capacity_frames: 1024,
+            frame_bytes_max: 64 * 1024,
+            frame_pool_frames_max: 65536,
+            agent_burst_messages: 16,
+            starvation_limit_passes: 32,
+            agents_max: 100_000,
+        }
+    }
+}
+
+/// A send that was not accepted. Nothing was queued; the caller still owns its data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The addressee lives on this shard and its mailbox is full.
+    #[error("mailbox of agent {to} is full ({capacity_frames} frames)")]
+    MailboxFull {
+        /// The addressee.
+        to: AgentId,
+        /// Its mailbox bound.
+        capacity_frames: usize,
+    },
+    /// Too many frames are already queued for the addressee's shard.
+    #[error("outbound queue to shard {to_shard} is full ({capacity_frames} frames)")]
+    Backpressure {
+        /// The addressee's shard.
+        to_shard: usize,
+        /// The queue bound.
+        capacity_frames: usize,
+    },
+    /// The addressee would live on this shard but is not deployed.
+    #[error("unknown agent {to}")]
+    UnknownAgent {
+        /// The addressee.
+        to: AgentId,
+    },
+    /// No frame buffer is available, or the frame is too large for one.
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    /// The frame could not be encoded.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}
+
+impl SendError {
+    /// Whether the same send may succeed later (back-pressure) rather than never.
+    pub fn is_backpressure(&self) -> bool {
+        matches!(
+            self,
+            SendError::MailboxFull { .. }
+                | SendError::Backpressure { .. }
+                | SendError::Pool(PoolError::Exhausted { .. })
+        )
+    }
+}
+
+/// A deployment that was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeployError {
+    /// The agent id routes to another shard.
+    #[error("agent {agent} belongs to shard {owner}, not shard {shard}")]
+    WrongShard {
+        /// The agent.
+        agent: AgentId,
+        /// Its owner.
+        owner: usize,
+        /// The shard asked to host it.
+        shard: usize,
+    },
+    /// An agent with this id is already deployed.
+    #[error("agent {agent} is already deployed")]
+    Duplicate {
+        /// The agent.
+        agent: AgentId,
+    },
+    /// The shard hosts its maximum number of agents.
+    #[error("shard {shard} already hosts {agents_max} agents")]
+    Full {
+        /// The shard.
+        shard: usize,
+        /// The bound.
+        agents_max: usize,
+    },
+    /// The agent's `on_start` failed.
+    #[error("agent {agent} failed to start: {source}")]
+    Start {
+        /// The agent.
+        agent: AgentId,
+        /// Why.
+        source: AgentError,
+    },
+}
+
+/// What travels through a ring: a frame for this shard, or a buffer coming home.
+///
+/// Packed in one word: a frame handle's pointer is 16-byte aligned, so bit 0 is free to
+/// say "returned buffer". Like a [`FrameHandle`], an item must be consumed
+/// ([`RingItem::into_parts`]); a dropped item leaks its buffer.
+#[derive(Debug)]
+#[must_use = "a ring item carries a frame buffer"]
+pub struct RingItem(usize);
+
+/// The two kinds of [`RingItem`].
+#[derive(Debug)]
+pub enum RingItemKind {
+    /// A frame to deliver.
+    Frame(FrameHandle),
+    /// A buffer the receiver owns, sent back after use.
+    Returned(FrameHandle),
+}
+
+const RETURNED_BIT: usize = 1;
+
+impl RingItem {
+    /// An item carrying a frame to deliver.
+    pub fn frame(handle: FrameHandle) -> RingItem {
+        RingItem(handle.into_raw())
+    }
+
+    /// An item carrying a buffer home.
+    pub fn returned(handle: FrameHandle) -> RingItem {
+        RingItem(handle.into_raw() | RETURNED_BIT)
+    }
+
+    /// Unpacks the item.
+    pub fn into_parts(self) -> RingItemKind {
+        let raw = self.0 & !RETURNED_BIT;
+        // SAFETY: `raw` is a pointer from `FrameHandle::into_raw` (bit 0 is clear in every
+        // such pointer because blocks are 16-byte aligned) and this item, which is not
+        // Clone, is consumed here, so the handle is rebuilt exactly once.
+        let handle = unsafe { FrameHandle::from_raw(raw) };
+        if self.0 & RETURNED_BIT == 0 {
+            RingItemKind::Frame(handle)
+        } else {
+            RingItemKind::Returned(handle)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AgentState {
+    Running,
+    /// Crashed: its messages are answered with `failure` (restart policy: WASM issue).
+    Failed,
+    /// Undeployed; the slot is reused once no ready list refers to it.
+    Removed,
+}
+
+struct AgentSlot {
+    id: AgentId,
+    /// `None` only while the agent's own handler runs.
+    agent: Option<Box<dyn Agent>>,
+    mailbox: Mailbox,
+    /// Bit `c` set: the slot is on ready list `c`.
+    ready_mask: u8,
+    state: AgentState,
+}
+
+/// A hasher for agent ids, which are already hashes: one multiply-xorshift round.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        crate::routing::mix64(self.0)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 << 8) | u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
+type IdMap = HashMap<AgentId, u32, BuildHasherDefault<IdHasher>>;
+
+/// One shard: its agents, mailboxes, frame pool and outbound queues.
+pub struct Shard {
+    config: ShardConfig,
+    pool: FramePool,
+    slots: Vec<AgentSlot>,
+    free_slots: Vec<u32>,
+    index: IdMap,
+    ready: ReadyLists,
+    /// Frames for each other shard, oldest first.
+    outbound: Vec<VecDeque<FrameHandle>>,
+    /// Foreign buffers to send home, per owner shard.
+    returns: Vec<Vec<FrameHandle>>,
+    stats: ShardStats,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard")
+            .field("config", &self.config)
+            .field("agents", &self.index.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shard {
+    /// A shard with no agents.
+    ///
+    /// # Panics
+    /// If `config.shard >= config.shards` or `config.shards > SHARDS_MAX`: the driver
+    /// validates both before building shards.
+    pub fn new(config: ShardConfig) -> Shard {
+        assert!(config.shard < config.shards && config.shards <= SHARDS_MAX, "bad shard index");
+        let pool = FramePool::new(config.shard, config.frame_bytes_max, config.frame_pool_frames_max);
+        Shard {
+            pool,
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            index: IdMap::default(),
+            ready: ReadyLists::new(config.starvation_limit_passes),
+            outbound: (0..config.shards).map(|_| VecDeque::new()).collect(),
+            returns: (0..config.shards).map(|_| Vec::new()).collect(),
+            stats: ShardStats::default(),
+            config,
+        }
+    }
+
+    // --- Getters ---------------------------------------------------------------------
+
+    /// This shard's index.
+    pub fn id(&self) -> usize {
+        self.config.shard
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ShardConfig {
+        &self.config
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &ShardStats {
+        &self.stats
+    }
+
+    /// The frame pool (for its counters).
+    pub fn pool(&self) -> &FramePool {
+        &self.pool
+    }
+
+    /// Agents deployed.
+    pub fn agents(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether `agent` is deployed here.
+    pub fn hosts(&self, agent: AgentId) -> bool {
+        self.index.contains_key(&agent)
+    }
+
+    /// Whether any message waits for an agent here.
+    pub fn has_ready_work(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    /// Whether nothing is queued anywhere: no ready messages, no outbound frames and no
+    /// buffers waiting to go home.
+    pub fn is_idle(&self) -> bool {
+        self.ready.is_empty()
+            && self.outbound.iter().all(VecDeque::is_empty)
+            && self.returns.iter().all(Vec::is_empty)
+    }
+
+    // --- Mutators --------------------------------------------------------------------
+
+    /// Deploys `agent` under `id` and runs its `on_start`.
+    pub fn deploy(
+        &mut self,
+        id: AgentId,
+        agent: Box<dyn Agent>,
+        now_ns: u64,
+    ) -> Result<(), DeployError> {
+        let owner = owner_shard(id, self.config.shards);
+        if owner != self.config.shard {
+            return Err(DeployError::WrongShard { agent: id, owner, shard: self.config.shard });
+        }
+        if self.index.contains_key(&id) {
+            return Err(DeployError::Duplicate { agent: id });
+        }
+        if self.index.len() >= self.config.agents_max {
+            return Err(DeployError::Full { shard: self.config.shard, agents_max: self.config.agents_max });
+        }
+        let slot = AgentSlot {
+            id,
+            agent: Some(agent),
+            mailbox: Mailbox::new(),
+            ready_mask: 0,
+            state: AgentState::Running,
+        };
+        let index = match self.free_slots.pop() {
+            Some(index) => {
+                self.slots[index as usize] = slot;
+                index
+            }
+            None => {
+                self.slots.push(slot);
+                u32::try_from(self.slots.len() - 1).expect("agents_max fits in u32")
+            }
+        };
+        self.index.insert(id, index);
+        let result = self.with_agent(index, None, now_ns, |agent, ctx| agent.on_start(ctx));
+        if let Err(source) = result {
+            self.undeploy(id, now_ns);
+            return Err(DeployError::Start { agent: id, source });
+        }
+        Ok(())
+    }
+
+    /// Removes an agent: its `on_stop` runs and every message still queued for it is
+    /// answered (requests get a `failure` reply) and released. Returns whether it existed.
+    pub fn undeploy(&mut self, id: AgentId, now_ns: u64) -> bool {
+        let Some(index) = self.index.get(&id).copied() else { return false };
+        if self.slots[index as usize].state != AgentState::Removed {
+            self.with_agent(index, None, now_ns, |agent, ctx| {
+                agent.on_stop(ctx);
+                Ok(())
+            })
+            .ok();
+        }
+        self.index.remove(&id);
+        let queued: Vec<FrameHandle> = self.slots[index as usize].mailbox.drain().collect();
+        for frame in queued {
+            self.answer_undeliverable(frame, "agent undeployed");
+        }
+        let slot = &mut self.slots[index as usize];
+        slot.agent = None;
+        slot.state = AgentState::Removed;
+        // The slot may still sit on ready lists; `poll_deliver` skips removed slots and
+        // frees the slot once no list refers to it (mask cleared).
+        if slot.ready_mask == 0 {
+            self.free_slots.push(index);
+        }
+        true
+    }
+
+    /// Stops every agent (their `on_stop` runs) and answers what was queued for them.
+    pub fn stop_all(&mut self, now_ns: u64) {
+        let ids: Vec<AgentId> = self.index.keys().copied().collect();
+        for id in ids {
+            self.undeploy(id, now_ns);
+        }
+    }
+
+    // --- Inputs ----------------------------------------------------------------------
+
+    /// Sends a frame from outside any agent (the network edge, a test, a benchmark).
+    pub fn handle_send(&mut self, header: &Header, payload: &[u8]) -> Result<(), SendError> {
+        self.send_frame(header, payload)
+    }
+
+    /// Takes what a ring brought: a frame for one of our agents, or one of our buffers
+    /// coming home. A frame that cannot be queued yet is handed back; offer it again
+    /// after the next `poll_deliver`.
+    pub fn handle_ring_item(&mut self, item: RingItem) -> Result<(), RingItem> {
+        match item.into_parts() {
+            crate::shard::RingItemKind::Returned(handle) => {
+                self.stats.frames_returned += 1;
+                self.release(handle);
+                Ok(())
+            }
+            crate::shard::RingItemKind::Frame(handle) => {
+                self.accept(handle).map_err(RingItem::frame)?;
+                self.stats.received_remote += 1;
+                Ok(())
+            }
+        }
+    }
+
+    // --- Work ------------------------------------------------------------------------
+
+    /// Runs up to `budget_messages` handler calls. Returns how many ran.
+    pub fn poll_deliver(&mut self, now_ns: u64, budget_messages: usize) -> usize {
+        let mut handled = 0;
+        while handled < budget_messages {
+            let Some(class) = self.ready.next_class() else { break };
+            let Some(index) = self.ready.pop(class) else { break };
+            let burst = self.config.agent_burst_messages.min(budget_messages - handled).max(1);
+            for _ in 0..burst {
+                let slot = &mut self.slots[index as usize];
+                if slot.state == AgentState::Removed {
+                    break;
+                }
+                let Some(frame) = slot.mailbox.pop(class) else { break };
+                self.dispatch(index, frame, now_ns);
+                handled += 1;
+            }
+            let slot = &mut self.slots[index as usize];
+            if slot.state != AgentState::Removed && slot.mailbox.has(class) {
+                self.ready.push(class, index);
+            } else {
+                slot.ready_mask &= !(1 << class);
+                if slot.state == AgentState::Removed && slot.ready_mask == 0 {
+                    self.free_slots.push(index);
+                }
+            }
+        }
+        handled
+    }
+
+    // --- Outputs ---------------------------------------------------------------------
+
+    /// Hands the ring to `to_shard` what is queued for it: buffers going home first,
+    /// then frames, oldest first, until `push` refuses one (ring full). Returns how many
+    /// items were taken.
+    pub fn poll_transmit(
+        &mut self,
+        to_shard: usize,
+        mut push: impl FnMut(RingItem) -> Result<(), RingItem>,
+    ) -> usize {
+        let mut pushed = 0;
+        let returns = &mut self.returns[to_shard];
+        while let Some(handle) = returns.pop() {
+            if let Err(item) = push(RingItem::returned(handle)) {
+                let RingItemKind::Returned(handle) = item.into_parts() else { unreachable!() };
+                returns.push(handle);
+                return pushed;
+            }
+            pushed += 1;
+        }
+        let outbound = &mut self.outbound[to_shard];
+        while let Some(handle) = outbound.pop_front() {
+            if let Err(item) = push(RingItem::frame(handle)) {
+                let RingItemKind::Frame(handle) = item.into_parts() else { unreachable!() };
+                outbound.push_front(handle);
+                return pushed;
+            }
+            self.stats.sent_remote += 1;
+            pushed += 1;
+        }
+        pushed
+    }
+
+    /// Whether anything waits for `to_shard`.
+    pub fn wants_transmit(&self, to_shard: usize) -> bool {
+        !self.outbound[to_shard].is_empty() || !self.returns[to_shard].is_empty()
+    }
+
+    // --- Internals -------------------------------------------------------------------
+
+    fn send_frame(&mut self, header: &Header, payload: &[u8]) -> Result<(), SendError> {
+        let owner = owner_shard(header.to, self.config.shards);
+        let local_slot = if owner == self.config.shard {
+            let Some(&index) = self.index.get(&header.to) else {
+                self.stats.unknown_agent += 1;
+                return Err(SendError::UnknownAgent { to: header.to });
+            };
+            if self.slots[index as usize].mailbox.len_frames() >= self.config.mailbox_capacity_frames {
+                self.stats.backpressure += 1;
+                return Err(SendError::MailboxFull {
+                    to: header.to,
+                    capacity_frames: self.config.mailbox_capacity_frames,
+                });
+            }
+            Some(index)
+        } else {
+            if self.outbound[owner].len() >= self.config.outbound_capacity_frames {
+                self.stats.backpressure += 1;
+                return Err(SendError::Backpressure {
+                    to_shard: owner,
+                    capacity_frames: self.config.outbound_capacity_frames,
+                });
+            }
+            None
+        };
+        let frame = self.encode(header, payload)?;
+        match local_slot {
+            Some(index) => {
+                self.stats.sent_local += 1;
+                self.enqueue(index, frame);
+            }
+            None => self.outbound[owner].push_back(frame),
+        }
+        Ok(())
+    }
+
+    fn encode(&mut self, header: &Header, payload: &[u8]) -> Result<FrameHandle, SendError> {
+        let frame_bytes = dataplane_frame::encoded_len(payload.len());
+        let mut frame = self.pool.alloc(frame_bytes).inspect_err(|_| self.stats.pool_exhausted += 1)?;
+        match dataplane_frame::encode_into(header, payload, frame.buffer_mut()) {
+            Ok(len) => {
+                frame.set_len(len);
+                Ok(frame)
+            }
+            Err(error) => {
+                self.release(frame);
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Queues a frame that arrived for one of our agents.
+    fn accept(&mut self, frame: FrameHandle) -> Result<(), FrameHandle> {
+        let header = frame.frame().header();
+        let Some(&index) = self.index.get(&header.to) else {
+            return self.bounce_unknown(frame, &header);
+        };
+        if self.slots[index as usize].mailbox.len_frames() >= self.config.mailbox_capacity_frames {
+            self.stats.stalled_deliveries += 1;
+            return Err(frame);
+        }
+        self.enqueue(index, frame);
+        Ok(())
+    }
+
+    fn enqueue(&mut self, index: u32, frame: FrameHandle) {
+        let class = frame.frame().header().priority.index();
+        let slot = &mut self.slots[index as usize];
+        slot.mailbox.push(class, frame);
+        let bit = 1u8 << class;
+        if slot.ready_mask & bit == 0 {
+            slot.ready_mask |= bit;
+            self.ready.push(class, index);
+        }
+    }
+
+    /// A frame for an agent that is not here: answer the sender with a `failure` that
+    /// names the agent, unless the frame is itself a reply (which would loop).
+    fn bounce_unknown(&mut self, frame: FrameHandle, header: &Header) -> Result<(), FrameHandle> {
+        self.stats.unknown_agent += 1;
+        if header.flags.contains(Flags::REPLY) {
+            self.stats.undeliverable_replies += 1;
+            self.release(frame);
+            return Ok(());
+        }
+        let reason = format!("unknown agent {}", header.to);
+        match self.send_error_reply(header, &reason) {
+            Err(error) if error.is_backpressure() => Err(frame),
+            _ => {
+                self.release(frame);
+                Ok(())
+            }
+        }
+    }
+
+    /// Answers a queued frame that will not be handled (agent gone or failed).
+    fn answer_undeliverable(&mut self, frame: FrameHandle, reason: &str) {
+        let header = frame.frame().header();
+        if !header.flags.contains(Flags::REPLY) {
+            let reason = format!("{reason}: {}", header.to);
+            if self.send_error_reply(&header, &reason).is_err() {
+                self.stats.undeliverable_replies += 1;
+            }
+        } else {
+            self.stats.undeliverable_replies += 1;
+        }
+        self.release(frame);
+    }
+
+    fn send_error_reply(&mut self, request: &Header, reason: &str) -> Result<(), SendError> {
+        let mut reply = request.reply_to(Performative::Failure);
+        reply.flags = Flags(reply.flags.0 | Flags::ERROR.0);
+        self.send_frame(&reply, reason.as_bytes())
+    }
+
+    fn release(&mut self, frame: FrameHandle) {
+        if let Released::Foreign(frame) = self.pool.release(frame) {
+            let owner = frame.owner_shard();
+            self.returns[owner].push(frame);
+        }
+    }
+
+    fn dispatch(&mut self, index: u32, frame: FrameHandle, now_ns: u64) {
+        let archived = frame.frame();
+        let header = archived.header();
+        let message = Message { header, payload: archived.payload() };
+        if self.slots[index as usize].state == AgentState::Failed {
+            self.answer_undeliverable(frame, "agent failed");
+            return;
+        }
+        let result = self.with_agent(index, Some(&header), now_ns, |agent, ctx| {
+            agent.on_message(&message, ctx)
+        });
+        self.stats.messages_handled += 1;
+        if let Err(error) = result {
+            self.stats.handler_errors += 1;
+            if matches!(error, AgentError::Crashed(_)) {
+                self.slots[index as usize].state = AgentState::Failed;
+            }
+            if !header.flags.contains(Flags::REPLY) {
+                let _ = self.send_error_reply(&header, &error.to_string());
+            }
+        }
+        self.release(frame);
+    }
+
+    /// Runs `f` on the agent in slot `index` with a context; a panic becomes
+    /// `AgentError::Crashed` and never leaves the shard.
+    fn with_agent(
+        &mut self,
+        index: u32,
+        current: Option<&Header>,
+        now_ns: u64,
+        f: impl FnOnce(&mut dyn Agent, &mut Context<'_>) -> Result<(), AgentError>,
+    ) -> Result<(), AgentError> {
+        let slot = &mut self.slots[index as usize];
+        let Some(mut agent) = slot.agent.take() else {
+            return Err(AgentError::Failed("agent is not available".into()));
+        };
+        let id = slot.id;
+        let mut ctx = Context { shard: self, agent: id, current: current.copied(), now_ns };
+        let result = panic::catch_unwind(AssertUnwindSafe(|| f(agent.as_mut(), &mut ctx)))
+            .unwrap_or_else(|payload| {
+                let reason = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic".to_owned());
+                self.stats.handler_panics += 1;
+                Err(AgentError::Crashed(reason.into()))
+            });
+        self.slots[index as usize].agent = Some(agent);
+        result
+    }
+}
+
+/// What an agent may do while it handles a message.
+pub struct Context<'a> {
+    shard: &'a mut Shard,
+    agent: AgentId,
+    current: Option<Header>,
+    now_ns: u64,
+}
+
+impl std::fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("agent", &self.agent).field("now_ns", &self.now_ns).finish()
+    }
+}
+
+impl Context<'_> {
+    /// The agent's own id.
+    pub fn self_id(&self) -> AgentId {
+        self.agent
+    }
+
+    /// The shard running the agent.
+    pub fn shard(&self) -> usize {
+        self.shard.config.shard
+    }
+
+    /// Shards on the node.
+    pub fn shards(&self) -> usize {
+        self.shard.config.shards
+    }
+
+    /// The time the driver passed to this poll, in nanoseconds of its monotonic clock.
+    pub fn now_ns(&self) -> u64 {
+        self.now_ns
+    }
+
+    /// Sends a new message (normal priority, no conversation) to `to`.
+    pub fn send(
+        &mut self,
+        to: AgentId,
+        performative: Performative,
+        payload: &[u8],
+    ) -> Result<(), SendError> {
+        let header = Header {
+            to,
+            from: self.agent,
+            conversation_id: 0,
+            correlation_id: 0,
+            performative,
+            priority: Priority::Normal,
+            flags: Flags::NONE,
+        };
+        self.shard.send_frame(&header, payload)
+    }
+
+    /// Sends with a full header; `from` is set to this agent whatever `header` says.
+    pub fn send_with(&mut self, mut header: Header, payload: &[u8]) -> Result<(), SendError> {
+        header.from = self.agent;
+        self.shard.send_frame(&header, payload)
+    }
+
+    /// Replies to the message being handled (same conversation and correlation id, same
+    /// priority). Outside a message handler (in `on_start`) there is nothing to reply to.
+    pub fn reply(&mut self, performative: Performative, payload: &[u8]) -> Result<(), SendError> {
+        let Some(request) = self.current else {
+            return Err(SendError::UnknownAgent { to: AgentId(0) });
+        };
+        let mut header = request.reply_to(performative);
+        header.from = self.agent;
+        self.shard.send_frame(&header, payload)
+    }
+}

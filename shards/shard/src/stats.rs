@@ -1,0 +1,31 @@
+//! Per-shard counters, owned by the shard and read by its driver.
+
+/// Counters of one shard. Plain integers: only the shard writes them; the driver publishes
+/// snapshots for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    /// Handler calls that ran.
+    pub messages_handled: u64,
+    /// Frames queued to an agent on this shard by a send here.
+    pub sent_local: u64,
+    /// Frames handed to a ring for another shard.
+    pub sent_remote: u64,
+    /// Frames accepted from rings.
+    pub received_remote: u64,
+    /// Buffers that came home from other shards.
+    pub frames_returned: u64,
+    /// Sends refused because a mailbox or outbound queue was full.
+    pub backpressure: u64,
+    /// Sends refused because the frame pool was exhausted.
+    pub pool_exhausted: u64,
+    /// Frames for agents that do not exist here.
+    pub unknown_agent: u64,
+    /// Replies and error replies that could not be delivered (counted, then released).
+    pub undeliverable_replies: u64,
+    /// Ring frames handed back to the driver because the mailbox was full.
+    pub stalled_deliveries: u64,
+    /// Handler calls that returned an error.
+    pub handler_errors: u64,
+    /// Handler calls that panicked.
+    pub handler_panics: u64,
+}
