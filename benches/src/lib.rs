@@ -1,1 +1,23 @@
-//! Placeholder.
+//! Peer baselines for `dataplane bench` and the `compare` runner.
+//!
+//! `cargo run --release -p dataplane-benches --bin compare -- cross-shard` runs, per run,
+//! the raw cache-line ping-pong (`hardware`, the machine's limit), dataplane's own suite
+//! (`dataplane::bench::native`) and the tokio baseline ([`tokio_mpsc`]), then prints the
+//! medians with ratios and a PASS/FAIL line per target ([`targets`]).
+//!
+//! The baseline lives here, not in the `dataplane` crate, so that the product binary does
+//! not depend on tokio.
+//!
+//! ```
+//! use dataplane::bench::{Suite, SuiteOptions};
+//!
+//! let opts = SuiteOptions { seconds: 0.05, ..SuiteOptions::default() };
+//! let result = dataplane_benches::tokio_mpsc::run(Suite::Local, &opts)?;
+//! assert_eq!(result.system, "tokio-mpsc");
+//! assert!(result.throughput_msgs_per_s > 0.0);
+//! # anyhow::Ok(())
+//! ```
+#![warn(missing_docs)]
+
+pub mod targets;
+pub mod tokio_mpsc;
