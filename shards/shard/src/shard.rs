@@ -181,6 +181,11 @@ impl RingItem {
         RingItem(handle.into_raw() | RETURNED_BIT)
     }
 
+    /// Whether the item brings a buffer home (as opposed to a frame to deliver).
+    pub fn is_returned(&self) -> bool {
+        self.0 & RETURNED_BIT != 0
+    }
+
     /// Unpacks the item.
     pub fn into_parts(self) -> RingItemKind {
         let raw = self.0 & !RETURNED_BIT;
