@@ -1,1 +1,302 @@
-//! Placeholder.
+//! The thin driver: one pinned OS thread per shard, each running a glommio executor that
+//! polls the shard's incoming rings, runs its [`Shard`](dataplane_shard::Shard) and flushes
+//! its outbound rings.
+//!
+//! Everything with a policy in it (routing, mailboxes, back-pressure) lives in
+//! `dataplane-shard`; this crate only moves ring items, reads the clock and sleeps.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use dataplane_runtime::{IdlePolicy, Node, RuntimeConfig};
+//!
+//! let config = RuntimeConfig::new(vec![0, 1], IdlePolicy::Park);
+//! let node = Node::start(config, Arc::new(|_shard, _shards| Vec::new())).unwrap();
+//! let reports = node.stop().unwrap();
+//! assert_eq!(reports.len(), 2);
+//! ```
+
+#![warn(missing_docs)]
+
+mod doorbell;
+mod driver;
+pub mod preflight;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use dataplane_frame::AgentId;
+use dataplane_shard::{Agent, RingItem, ShardConfig, ShardStats};
+
+pub use doorbell::{doorbell, Bell};
+
+/// What a shard does when it has no work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdlePolicy {
+    /// Spin on the rings: lowest latency, one core at 100% per shard. For pinned,
+    /// dedicated cores.
+    BusyPoll,
+    /// Sleep in io_uring until another shard rings the doorbell: near-zero idle CPU, a few
+    /// microseconds more latency after idle periods. For shared machines.
+    Park,
+}
+
+/// How to run the node's shards.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// The CPU (OS index) of each shard; the length is the shard count.
+    pub cpus: Vec<usize>,
+    /// The shard limits; `shard` and `shards` are filled in per shard.
+    pub shard: ShardConfig,
+    /// Idle behaviour.
+    pub idle: IdlePolicy,
+    /// Slots of each ring (one per ordered pair of shards); a power of two.
+    pub ring_capacity_frames: usize,
+    /// Items taken from one ring per poll.
+    pub ring_batch_frames: usize,
+    /// Handler calls per poll before the rings are looked at again.
+    pub poll_budget_messages: usize,
+    /// glommio's registered io memory per executor.
+    pub io_memory_bytes: usize,
+    /// A poll iteration longer than this is counted (and logged) as a stall.
+    pub stall_threshold: Duration,
+    /// How long a parked shard sleeps at most before looking around.
+    pub park_timeout: Duration,
+    /// How long shutdown waits for in-flight frames to settle.
+    pub drain_timeout: Duration,
+}
+
+impl RuntimeConfig {
+    /// Defaults for shards on `cpus`.
+    pub fn new(cpus: Vec<usize>, idle: IdlePolicy) -> RuntimeConfig {
+        let shards = cpus.len();
+        RuntimeConfig {
+            cpus,
+            shard: ShardConfig::new(0, shards.max(1)),
+            idle,
+            ring_capacity_frames: 1024,
+            ring_batch_frames: 64,
+            poll_budget_messages: 256,
+            io_memory_bytes: 512 * 1024,
+            stall_threshold: Duration::from_millis(1),
+            park_timeout: Duration::from_millis(100),
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Shards on the node.
+    pub fn shards(&self) -> usize {
+        self.cpus.len()
+    }
+}
+
+/// Builds the agents of one shard: called on the shard's thread, after pinning, with
+/// `(shard, shards)`. Agents whose id routes elsewhere are refused (and logged).
+pub type AgentFactory = Arc<dyn Fn(usize, usize) -> Vec<(AgentId, Box<dyn Agent>)> + Send + Sync>;
+
+/// Why the node could not start or stopped badly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// No CPUs were given.
+    #[error("a node needs at least one shard")]
+    NoShards,
+    /// More shards than the routing supports.
+    #[error("{shards} shards requested; at most {max} are supported")]
+    TooManyShards {
+        /// Requested.
+        shards: usize,
+        /// Supported.
+        max: usize,
+    },
+    /// io_uring cannot be used.
+    #[error("io_uring is unavailable ({error}): {hint}")]
+    IoUringUnavailable {
+        /// The kernel's answer.
+        error: std::io::Error,
+        /// What to do.
+        hint: &'static str,
+    },
+    /// The memlock limit is below what the executors register.
+    #[error(
+        "memlock limit is {limit_bytes} bytes (hard {hard_limit_bytes}) but the shards need {needed_bytes}: \
+         run `ulimit -l unlimited` as root, add `* - memlock unlimited` to /etc/security/limits.conf, \
+         or lower node.io_memory_bytes"
+    )]
+    MemlockTooLow {
+        /// Needed.
+        needed_bytes: u64,
+        /// Soft limit.
+        limit_bytes: u64,
+        /// Hard limit.
+        hard_limit_bytes: u64,
+    },
+    /// glommio refused to build or run an executor.
+    #[error("shard {shard}: executor failed: {message}")]
+    Executor {
+        /// The shard.
+        shard: usize,
+        /// glommio's error.
+        message: String,
+    },
+    /// A shard could not set up its doorbell.
+    #[error("shard {shard}: doorbell: {source}")]
+    Doorbell {
+        /// The shard.
+        shard: usize,
+        /// The socket error.
+        source: std::io::Error,
+    },
+    /// A shard thread panicked (a bug: agents' panics are caught inside the shard).
+    #[error("shard {shard} panicked")]
+    Panicked {
+        /// The shard.
+        shard: usize,
+    },
+}
+
+/// What a shard reports when it stops.
+#[derive(Debug, Clone)]
+pub struct ShardReport {
+    /// The shard.
+    pub shard: usize,
+    /// Its CPU.
+    pub cpu: usize,
+    /// Its counters.
+    pub stats: ShardStats,
+    /// Poll iterations run.
+    pub polls: u64,
+    /// Poll iterations that found no work.
+    pub idle_polls: u64,
+    /// Times the shard slept on its doorbell.
+    pub parks: u64,
+    /// Poll iterations longer than the stall threshold.
+    pub stalls: u64,
+    /// Frame buffers of this shard still held elsewhere at exit (leaked, never freed early).
+    pub frames_in_flight_at_exit: usize,
+}
+
+/// State shared by the shards of one node during start-up and shutdown (never on the data
+/// path).
+pub(crate) struct Shared {
+    pub(crate) config: RuntimeConfig,
+    pub(crate) factory: AgentFactory,
+    pub(crate) stop: AtomicBool,
+    pub(crate) drained: AtomicUsize,
+    pub(crate) started: Barrier,
+    pub(crate) deployed: Barrier,
+    /// `producers[from][to]`, filled by each consumer `to` after it pinned itself.
+    pub(crate) producers: Mutex<Vec<Vec<Option<dataplane_ring::Producer<RingItem>>>>>,
+    pub(crate) bells: Mutex<Vec<Option<Arc<Bell>>>>,
+    pub(crate) epoch: Instant,
+}
+
+/// A running node: its shard threads.
+pub struct Node {
+    shared: Arc<Shared>,
+    handles: Vec<glommio::ExecutorJoinHandle<Result<ShardReport, RuntimeError>>>,
+    bells: Vec<Arc<Bell>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("cpus", &self.shared.config.cpus).finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Starts one pinned shard thread per CPU, waits until every shard has built its rings
+    /// and deployed its agents, and returns.
+    pub fn start(config: RuntimeConfig, factory: AgentFactory) -> Result<Node, RuntimeError> {
+        let shards = config.shards();
+        if shards == 0 {
+            return Err(RuntimeError::NoShards);
+        }
+        if shards > dataplane_shard::SHARDS_MAX {
+            return Err(RuntimeError::TooManyShards { shards, max: dataplane_shard::SHARDS_MAX });
+        }
+        preflight::check_io_uring()?;
+        preflight::ensure_memlock((config.io_memory_bytes * shards) as u64)?;
+        let shared = Arc::new(Shared {
+            factory,
+            stop: AtomicBool::new(false),
+            drained: AtomicUsize::new(0),
+            started: Barrier::new(shards + 1),
+            deployed: Barrier::new(shards + 1),
+            producers: Mutex::new((0..shards).map(|_| (0..shards).map(|_| None).collect()).collect()),
+            bells: Mutex::new(vec![None; shards]),
+            epoch: Instant::now(),
+            config,
+        });
+        let mut handles = Vec::with_capacity(shards);
+        for shard in 0..shards {
+            let cpu = shared.config.cpus[shard];
+            let builder = glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(cpu))
+                .name(&format!("shard-{shard}"))
+                .io_memory(shared.config.io_memory_bytes)
+                .preempt_timer(Duration::from_millis(1));
+            let shared_for_shard = Arc::clone(&shared);
+            let handle = builder
+                .spawn(move || driver::run_shard(shared_for_shard, shard))
+                .map_err(|error| RuntimeError::Executor { shard, message: error.to_string() })?;
+            handles.push(handle);
+        }
+        // A shard that fails before the barriers would leave us waiting forever; shards
+        // reach both barriers on every path (see driver::run_shard).
+        shared.started.wait();
+        shared.deployed.wait();
+        let bells = lock(&shared.bells).iter().flatten().cloned().collect();
+        Ok(Node { shared, handles, bells })
+    }
+
+    /// Shards on the node.
+    pub fn shards(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// Nanoseconds since the node started (the clock shards pass to their agents).
+    pub fn now_ns(&self) -> u64 {
+        self.shared.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Asks every shard to stop, without waiting.
+    pub fn request_stop(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+        for bell in &self.bells {
+            bell.ring();
+        }
+    }
+
+    /// Stops every shard (agents' `on_stop` run, in-flight frames settle) and joins them.
+    pub fn stop(self) -> Result<Vec<ShardReport>, RuntimeError> {
+        self.request_stop();
+        self.join()
+    }
+
+    /// Waits for the shards to stop (after [`Node::request_stop`]).
+    pub fn join(self) -> Result<Vec<ShardReport>, RuntimeError> {
+        let mut reports = Vec::with_capacity(self.handles.len());
+        let mut first_error = None;
+        for (shard, handle) in self.handles.into_iter().enumerate() {
+            match handle.join() {
+                Ok(Ok(report)) => reports.push(report),
+                Ok(Err(error)) => {
+                    first_error.get_or_insert(error);
+                }
+                Err(_) => {
+                    first_error.get_or_insert(RuntimeError::Panicked { shard });
+                }
+            }
+        }
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(reports),
+        }
+    }
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Start-up state is never left half-written by a panicking holder; a poisoned lock
+    // still holds consistent data.
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,0 +1,282 @@
+//! One shard's thread: ring set-up after pinning, the poll loop, parking and shutdown.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use dataplane_ring::{Consumer, Producer};
+use dataplane_shard::{RingItem, Shard, ShardConfig};
+
+use crate::doorbell::{doorbell, AsyncWaiter, Bell};
+use crate::{lock, IdlePolicy, RuntimeError, ShardReport, Shared};
+
+/// Idle polls a parking shard spins through before it sleeps: a burst that pauses for a
+/// few microseconds should not pay a doorbell round trip.
+const IDLE_POLLS_BEFORE_PARK: u32 = 256;
+/// Poll iterations between checks of glommio's preemption flag.
+const POLLS_PER_PREEMPT_CHECK: u64 = 64;
+
+/// Runs shard `shard` on the current (already pinned) executor thread.
+pub(crate) async fn run_shard(shared: Arc<Shared>, shard: usize) -> Result<ShardReport, RuntimeError> {
+    let shards = shared.config.shards();
+    // Rings into this shard are allocated here, after pinning, so their memory is local
+    // to the consumer, which reads the slots most.
+    let mut consumers = Vec::with_capacity(shards - 1);
+    let waiter = {
+        let mut producers = lock(&shared.producers);
+        for (from, row) in producers.iter_mut().enumerate() {
+            if from != shard {
+                let (producer, consumer) = dataplane_ring::channel(shared.config.ring_capacity_frames);
+                row[shard] = Some(producer);
+                consumers.push((from, consumer));
+            }
+        }
+        drop(producers);
+        doorbell().map(|(bell, waiter)| {
+            lock(&shared.bells)[shard] = Some(Arc::new(bell));
+            waiter
+        })
+    };
+    // Every path reaches both barriers, or `Node::start` would wait forever.
+    shared.started.wait();
+    let producers: Vec<(usize, Producer<RingItem>)> = lock(&shared.producers)[shard]
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(to, slot)| slot.take().map(|producer| (to, producer)))
+        .collect();
+    let bells = lock(&shared.bells).clone();
+
+    let config = ShardConfig { shard, shards, ..shared.config.shard.clone() };
+    let mut core = Shard::new(config);
+    let now_ns = shared.epoch.elapsed().as_nanos() as u64;
+    for (id, agent) in (shared.factory)(shard, shards) {
+        if let Err(error) = core.deploy(id, agent, now_ns) {
+            tracing::error!(shard, %error, "agent not deployed");
+        }
+    }
+    shared.deployed.wait();
+
+    let waiter = waiter.map_err(|source| RuntimeError::Doorbell { shard, source })?;
+    let mut driver = Driver {
+        stalled: (0..shards).map(|_| VecDeque::new()).collect(),
+        report: ShardReport {
+            shard,
+            cpu: shared.config.cpus[shard],
+            stats: Default::default(),
+            polls: 0,
+            idle_polls: 0,
+            parks: 0,
+            stalls: 0,
+            frames_in_flight_at_exit: 0,
+        },
+        waiter: waiter.into_async(),
+        core,
+        consumers,
+        producers,
+        bells,
+        shared,
+    };
+    driver.serve().await;
+    driver.shutdown().await;
+    driver.report.stats = driver.core.stats().clone();
+    driver.report.frames_in_flight_at_exit = driver.core.pool().frames_in_flight();
+    Ok(driver.report)
+}
+
+struct Driver {
+    shared: Arc<Shared>,
+    core: Shard,
+    consumers: Vec<(usize, Consumer<RingItem>)>,
+    producers: Vec<(usize, Producer<RingItem>)>,
+    bells: Vec<Option<Arc<Bell>>>,
+    /// Items taken from a ring that the shard could not queue yet, per source shard:
+    /// offered again, in order, before anything newer from that ring.
+    stalled: Vec<VecDeque<RingItem>>,
+    waiter: AsyncWaiter,
+    report: ShardReport,
+}
+
+impl Driver {
+    fn now_ns(&self) -> u64 {
+        self.shared.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// The main loop, until the node is asked to stop.
+    async fn serve(&mut self) {
+        let stall_threshold_ns = self.shared.config.stall_threshold.as_nanos() as u64;
+        let mut idle_streak = 0u32;
+        let mut last_ns = self.now_ns();
+        let mut last_worked = false;
+        while !self.shared.stop.load(Ordering::Acquire) {
+            let now_ns = self.now_ns();
+            if last_worked && now_ns.saturating_sub(last_ns) > stall_threshold_ns {
+                self.report.stalls += 1;
+                tracing::debug!(shard = self.report.shard, stall_ns = now_ns - last_ns, "stall");
+            }
+            last_ns = now_ns;
+            let work = self.poll_once(now_ns);
+            last_worked = work > 0;
+            self.report.polls += 1;
+            if work > 0 {
+                idle_streak = 0;
+                if self.report.polls % POLLS_PER_PREEMPT_CHECK == 0 {
+                    glommio::yield_if_needed().await;
+                    last_worked = false;
+                }
+                continue;
+            }
+            self.report.idle_polls += 1;
+            idle_streak = idle_streak.saturating_add(1);
+            match self.shared.config.idle {
+                IdlePolicy::BusyPoll => {
+                    std::hint::spin_loop();
+                    if self.report.idle_polls % POLLS_PER_PREEMPT_CHECK == 0 {
+                        glommio::yield_if_needed().await;
+                    }
+                }
+                IdlePolicy::Park if idle_streak >= IDLE_POLLS_BEFORE_PARK => {
+                    self.park().await;
+                    idle_streak = 0;
+                    last_ns = self.now_ns();
+                }
+                IdlePolicy::Park => std::hint::spin_loop(),
+            }
+        }
+    }
+
+    /// One iteration: rings in, handlers, rings out. Returns the units of work done.
+    fn poll_once(&mut self, now_ns: u64) -> usize {
+        let mut work = self.receive();
+        work += self.core.poll_deliver(now_ns, self.shared.config.poll_budget_messages);
+        work += self.transmit();
+        work
+    }
+
+    /// Takes what the rings brought. Frames count against `ring_batch_frames` per ring;
+    /// buffers coming home do not (a return is one free-list push), so returns are never
+    /// starved by a busy shard: otherwise a sender that polls slowly takes back fewer
+    /// buffers per poll than it sends, and its pool drains into the receiver's return
+    /// queue.
+    fn receive(&mut self) -> usize {
+        let batch = self.shared.config.ring_batch_frames;
+        let Driver { core, consumers, stalled, .. } = self;
+        let mut work = 0;
+        for (from, consumer) in consumers.iter_mut() {
+            let stalled = &mut stalled[*from];
+            while let Some(item) = stalled.pop_front() {
+                match core.handle_ring_item(item) {
+                    Ok(()) => work += 1,
+                    Err(item) => {
+                        stalled.push_front(item);
+                        break;
+                    }
+                }
+            }
+            let mut frames = 0;
+            while stalled.is_empty() && frames < batch {
+                let taken = consumer.pop_batch(batch - frames, |item| {
+                    if !item.is_returned() {
+                        frames += 1;
+                    }
+                    if !stalled.is_empty() {
+                        stalled.push_back(item);
+                        return;
+                    }
+                    match core.handle_ring_item(item) {
+                        Ok(()) => work += 1,
+                        Err(item) => stalled.push_back(item),
+                    }
+                });
+                if taken == 0 {
+                    break;
+                }
+            }
+        }
+        work
+    }
+
+    fn transmit(&mut self) -> usize {
+        let park_mode = self.shared.config.idle == IdlePolicy::Park;
+        let mut work = 0;
+        for (to, producer) in self.producers.iter_mut() {
+            if !self.core.wants_transmit(*to) {
+                continue;
+            }
+            work += self.core.poll_transmit(*to, |item| producer.stage(item));
+            if producer.publish() > 0 && park_mode && producer.consumer_parked() {
+                if let Some(bell) = &self.bells[*to] {
+                    bell.ring();
+                }
+            }
+        }
+        work
+    }
+
+    /// Sleeps on the doorbell unless work is pending (see `Consumer::set_parked`).
+    async fn park(&mut self) {
+        let mut announced = 0;
+        let mut may_sleep = true;
+        for (_, consumer) in self.consumers.iter_mut() {
+            if !consumer.prepare_park() {
+                may_sleep = false;
+                break;
+            }
+            announced += 1;
+        }
+        may_sleep = may_sleep
+            && !self.core.has_ready_work()
+            && (0..self.core.config().shards).all(|to| !self.core.wants_transmit(to))
+            && self.stalled.iter().all(VecDeque::is_empty)
+            && !self.shared.stop.load(Ordering::Acquire);
+        if may_sleep {
+            self.report.parks += 1;
+            let timeout = self.shared.config.park_timeout;
+            let waiter = &mut self.waiter;
+            futures_lite::future::or(
+                async {
+                    let _ = waiter.wait().await;
+                },
+                async {
+                    glommio::timer::sleep(timeout).await;
+                },
+            )
+            .await;
+        }
+        for (_, consumer) in self.consumers.iter_mut().take(announced) {
+            consumer.set_parked(false);
+        }
+    }
+
+    /// Stops the agents, then keeps moving frames until every shard has settled (or the
+    /// drain timeout passes), so buffers go home before their pools are freed.
+    async fn shutdown(&mut self) {
+        let shards = self.core.config().shards;
+        let start_ns = self.now_ns();
+        self.core.stop_all(start_ns);
+        let deadline_ns = start_ns + self.shared.config.drain_timeout.as_nanos() as u64;
+        let mut counted = false;
+        loop {
+            let now_ns = self.now_ns();
+            let work = self.poll_once(now_ns);
+            let settled = work == 0
+                && self.core.is_idle()
+                && self.stalled.iter().all(VecDeque::is_empty)
+                && self.consumers.iter_mut().all(|(_, consumer)| consumer.is_empty());
+            if settled && !counted {
+                self.shared.drained.fetch_add(1, Ordering::AcqRel);
+                counted = true;
+            }
+            if counted && self.shared.drained.load(Ordering::Acquire) == shards {
+                // Everyone has flushed: take the last buffers coming home.
+                self.poll_once(now_ns);
+                break;
+            }
+            if now_ns > deadline_ns {
+                tracing::warn!(shard = self.report.shard, "shutdown drain timed out");
+                break;
+            }
+            glommio::yield_if_needed().await;
+            std::hint::spin_loop();
+        }
+    }
+}
