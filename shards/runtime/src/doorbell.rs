@@ -38,7 +38,10 @@ impl Waiter {
     pub fn into_async(self) -> AsyncWaiter {
         // SAFETY: the fd is an open, owned Unix stream socket; ownership moves into glommio.
         let stream = unsafe { glommio::net::UnixStream::from_raw_fd(self.stream.into_raw_fd()) };
-        AsyncWaiter { stream, buf: [0; 64] }
+        AsyncWaiter {
+            stream,
+            buf: [0; 64],
+        }
     }
 }
 
@@ -61,5 +64,10 @@ pub fn doorbell() -> std::io::Result<(Bell, Waiter)> {
     let (ring_end, wait_end) = UnixStream::pair()?;
     ring_end.set_nonblocking(true)?;
     wait_end.set_nonblocking(true)?;
-    Ok((Bell { stream: ring_end }, Waiter { stream: wait_end.into() }))
+    Ok((
+        Bell { stream: ring_end },
+        Waiter {
+            stream: wait_end.into(),
+        },
+    ))
 }

@@ -17,7 +17,10 @@ const IDLE_POLLS_BEFORE_PARK: u32 = 256;
 const POLLS_PER_PREEMPT_CHECK: u64 = 64;
 
 /// Runs shard `shard` on the current (already pinned) executor thread.
-pub(crate) async fn run_shard(shared: Arc<Shared>, shard: usize) -> Result<ShardReport, RuntimeError> {
+pub(crate) async fn run_shard(
+    shared: Arc<Shared>,
+    shard: usize,
+) -> Result<ShardReport, RuntimeError> {
     let shards = shared.config.shards();
     // Rings into this shard are allocated here, after pinning, so their memory is local
     // to the consumer, which reads the slots most.
@@ -26,7 +29,8 @@ pub(crate) async fn run_shard(shared: Arc<Shared>, shard: usize) -> Result<Shard
         let mut producers = lock(&shared.producers);
         for (from, row) in producers.iter_mut().enumerate() {
             if from != shard {
-                let (producer, consumer) = dataplane_ring::channel(shared.config.ring_capacity_frames);
+                let (producer, consumer) =
+                    dataplane_ring::channel(shared.config.ring_capacity_frames);
                 row[shard] = Some(producer);
                 consumers.push((from, consumer));
             }
@@ -46,7 +50,11 @@ pub(crate) async fn run_shard(shared: Arc<Shared>, shard: usize) -> Result<Shard
         .collect();
     let bells = lock(&shared.bells).clone();
 
-    let config = ShardConfig { shard, shards, ..shared.config.shard.clone() };
+    let config = ShardConfig {
+        shard,
+        shards,
+        ..shared.config.shard.clone()
+    };
     let mut core = Shard::new(config);
     let now_ns = shared.epoch.elapsed().as_nanos() as u64;
     for (id, agent) in (shared.factory)(shard, shards) {
@@ -111,7 +119,11 @@ impl Driver {
             let now_ns = self.now_ns();
             if last_worked && now_ns.saturating_sub(last_ns) > stall_threshold_ns {
                 self.report.stalls += 1;
-                tracing::debug!(shard = self.report.shard, stall_ns = now_ns - last_ns, "stall");
+                tracing::debug!(
+                    shard = self.report.shard,
+                    stall_ns = now_ns - last_ns,
+                    "stall"
+                );
             }
             last_ns = now_ns;
             let work = self.poll_once(now_ns);
@@ -119,7 +131,7 @@ impl Driver {
             self.report.polls += 1;
             if work > 0 {
                 idle_streak = 0;
-                if self.report.polls % POLLS_PER_PREEMPT_CHECK == 0 {
+                if self.report.polls.is_multiple_of(POLLS_PER_PREEMPT_CHECK) {
                     glommio::yield_if_needed().await;
                     last_worked = false;
                 }
@@ -130,7 +142,11 @@ impl Driver {
             match self.shared.config.idle {
                 IdlePolicy::BusyPoll => {
                     std::hint::spin_loop();
-                    if self.report.idle_polls % POLLS_PER_PREEMPT_CHECK == 0 {
+                    if self
+                        .report
+                        .idle_polls
+                        .is_multiple_of(POLLS_PER_PREEMPT_CHECK)
+                    {
                         glommio::yield_if_needed().await;
                     }
                 }
@@ -147,7 +163,9 @@ impl Driver {
     /// One iteration: rings in, handlers, rings out. Returns the units of work done.
     fn poll_once(&mut self, now_ns: u64) -> usize {
         let mut work = self.receive();
-        work += self.core.poll_deliver(now_ns, self.shared.config.poll_budget_messages);
+        work += self
+            .core
+            .poll_deliver(now_ns, self.shared.config.poll_budget_messages);
         work += self.transmit();
         work
     }
@@ -159,7 +177,12 @@ impl Driver {
     /// queue.
     fn receive(&mut self) -> usize {
         let batch = self.shared.config.ring_batch_frames;
-        let Driver { core, consumers, stalled, .. } = self;
+        let Driver {
+            core,
+            consumers,
+            stalled,
+            ..
+        } = self;
         let mut work = 0;
         for (from, consumer) in consumers.iter_mut() {
             let stalled = &mut stalled[*from];
@@ -261,7 +284,10 @@ impl Driver {
             let settled = work == 0
                 && self.core.is_idle()
                 && self.stalled.iter().all(VecDeque::is_empty)
-                && self.consumers.iter_mut().all(|(_, consumer)| consumer.is_empty());
+                && self
+                    .consumers
+                    .iter_mut()
+                    .all(|(_, consumer)| consumer.is_empty());
             if settled && !counted {
                 self.shared.drained.fetch_add(1, Ordering::AcqRel);
                 counted = true;

@@ -200,7 +200,9 @@ pub struct Node {
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("cpus", &self.shared.config.cpus).finish_non_exhaustive()
+        f.debug_struct("Node")
+            .field("cpus", &self.shared.config.cpus)
+            .finish_non_exhaustive()
     }
 }
 
@@ -213,7 +215,10 @@ impl Node {
             return Err(RuntimeError::NoShards);
         }
         if shards > dataplane_shard::SHARDS_MAX {
-            return Err(RuntimeError::TooManyShards { shards, max: dataplane_shard::SHARDS_MAX });
+            return Err(RuntimeError::TooManyShards {
+                shards,
+                max: dataplane_shard::SHARDS_MAX,
+            });
         }
         preflight::check_io_uring()?;
         preflight::ensure_memlock((config.io_memory_bytes * shards) as u64)?;
@@ -223,7 +228,11 @@ impl Node {
             drained: AtomicUsize::new(0),
             started: Barrier::new(shards + 1),
             deployed: Barrier::new(shards + 1),
-            producers: Mutex::new((0..shards).map(|_| (0..shards).map(|_| None).collect()).collect()),
+            producers: Mutex::new(
+                (0..shards)
+                    .map(|_| (0..shards).map(|_| None).collect())
+                    .collect(),
+            ),
             bells: Mutex::new(vec![None; shards]),
             epoch: Instant::now(),
             config,
@@ -238,7 +247,10 @@ impl Node {
             let shared_for_shard = Arc::clone(&shared);
             let handle = builder
                 .spawn(move || driver::run_shard(shared_for_shard, shard))
-                .map_err(|error| RuntimeError::Executor { shard, message: error.to_string() })?;
+                .map_err(|error| RuntimeError::Executor {
+                    shard,
+                    message: error.to_string(),
+                })?;
             handles.push(handle);
         }
         // A shard that fails before the barriers would leave us waiting forever; shards
@@ -246,7 +258,11 @@ impl Node {
         shared.started.wait();
         shared.deployed.wait();
         let bells = lock(&shared.bells).iter().flatten().cloned().collect();
-        Ok(Node { shared, handles, bells })
+        Ok(Node {
+            shared,
+            handles,
+            bells,
+        })
     }
 
     /// Shards on the node.
@@ -298,5 +314,7 @@ impl Node {
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Start-up state is never left half-written by a panicking holder; a poisoned lock
     // still holds consistent data.
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

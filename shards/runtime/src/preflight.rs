@@ -5,8 +5,8 @@ use crate::RuntimeError;
 /// Checks that io_uring can be set up in this process.
 pub fn check_io_uring() -> Result<(), RuntimeError> {
     let mut params = [0u8; 120]; // struct io_uring_params, zeroed
-    // SAFETY: io_uring_setup(2) reads and writes `params` (120 bytes, the kernel's size of
-    // struct io_uring_params); on success we own the returned fd and close it.
+                                 // SAFETY: io_uring_setup(2) reads and writes `params` (120 bytes, the kernel's size of
+                                 // struct io_uring_params); on success we own the returned fd and close it.
     let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 2u32, params.as_mut_ptr()) };
     if fd < 0 {
         let error = std::io::Error::last_os_error();
@@ -29,27 +29,40 @@ pub fn check_io_uring() -> Result<(), RuntimeError> {
 /// needed, and explains how to fix it when that is not enough. Processes with
 /// CAP_IPC_LOCK (root here) are not bound by the limit.
 pub fn ensure_memlock(needed_bytes: u64) -> Result<u64, RuntimeError> {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit writes one rlimit struct we own.
     if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
         return Ok(0);
     }
-    if limit.rlim_cur == libc::RLIM_INFINITY || limit.rlim_cur >= needed_bytes || has_cap_ipc_lock() {
+    if limit.rlim_cur == libc::RLIM_INFINITY || limit.rlim_cur >= needed_bytes || has_cap_ipc_lock()
+    {
         return Ok(limit.rlim_cur);
     }
     if limit.rlim_max == libc::RLIM_INFINITY || limit.rlim_max >= needed_bytes {
-        let raised = libc::rlimit { rlim_cur: needed_bytes, rlim_max: limit.rlim_max };
+        let raised = libc::rlimit {
+            rlim_cur: needed_bytes,
+            rlim_max: limit.rlim_max,
+        };
         // SAFETY: setrlimit reads one rlimit struct we own.
         if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) } == 0 {
             return Ok(needed_bytes);
         }
     }
-    Err(RuntimeError::MemlockTooLow { needed_bytes, limit_bytes: limit.rlim_cur, hard_limit_bytes: limit.rlim_max })
+    Err(RuntimeError::MemlockTooLow {
+        needed_bytes,
+        limit_bytes: limit.rlim_cur,
+        hard_limit_bytes: limit.rlim_max,
+    })
 }
 
 fn has_cap_ipc_lock() -> bool {
     const CAP_IPC_LOCK: u32 = 14;
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return false };
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
     status
         .lines()
         .find_map(|line| line.strip_prefix("CapEff:"))

@@ -18,7 +18,9 @@ const MESSAGES: u64 = 1_000_000;
 static ONE_NODE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn turn() -> std::sync::MutexGuard<'static, ()> {
-    ONE_NODE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    ONE_NODE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn cpus() -> Vec<usize> {
@@ -51,7 +53,8 @@ impl Generator {
             priority: Priority::Low,
             flags: Flags::NONE,
         };
-        ctx.send_with(header, &[]).expect("self-kick always fits: one in flight");
+        ctx.send_with(header, &[])
+            .expect("self-kick always fits: one in flight");
     }
 }
 
@@ -110,20 +113,27 @@ fn million_across_shards(idle: IdlePolicy) {
     config.shard.mailbox_capacity_frames = 32;
     config.shard.outbound_capacity_frames = 64;
     let factory = {
-        let (received, refused, out_of_order) = (received.clone(), refused.clone(), out_of_order.clone());
-        Arc::new(move |shard: usize, _shards: usize| -> Vec<(AgentId, Box<dyn Agent>)> {
-            if shard == 0 {
-                let generator = Generator { to: checker_id, next: 0, refused: refused.clone() };
-                vec![(generator_id, Box::new(generator))]
-            } else {
-                let checker = Checker {
-                    expected: 0,
-                    received: received.clone(),
-                    out_of_order: out_of_order.clone(),
-                };
-                vec![(checker_id, Box::new(checker))]
-            }
-        })
+        let (received, refused, out_of_order) =
+            (received.clone(), refused.clone(), out_of_order.clone());
+        Arc::new(
+            move |shard: usize, _shards: usize| -> Vec<(AgentId, Box<dyn Agent>)> {
+                if shard == 0 {
+                    let generator = Generator {
+                        to: checker_id,
+                        next: 0,
+                        refused: refused.clone(),
+                    };
+                    vec![(generator_id, Box::new(generator))]
+                } else {
+                    let checker = Checker {
+                        expected: 0,
+                        received: received.clone(),
+                        out_of_order: out_of_order.clone(),
+                    };
+                    vec![(checker_id, Box::new(checker))]
+                }
+            },
+        )
     };
     let node = Node::start(config, factory).expect("node starts");
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -131,12 +141,26 @@ fn million_across_shards(idle: IdlePolicy) {
         std::thread::sleep(Duration::from_millis(5));
     }
     let reports = node.stop().expect("node stops");
-    assert_eq!(received.load(Ordering::Acquire), MESSAGES, "every message arrives exactly once");
-    assert!(!out_of_order.load(Ordering::Relaxed), "messages arrive in order");
-    assert!(refused.load(Ordering::Relaxed) > 0, "the rings were full at times (back-pressure seen)");
+    assert_eq!(
+        received.load(Ordering::Acquire),
+        MESSAGES,
+        "every message arrives exactly once"
+    );
+    assert!(
+        !out_of_order.load(Ordering::Relaxed),
+        "messages arrive in order"
+    );
+    assert!(
+        refused.load(Ordering::Relaxed) > 0,
+        "the rings were full at times (back-pressure seen)"
+    );
     assert_eq!(reports[1].stats.received_remote, MESSAGES);
     for report in &reports {
-        assert_eq!(report.frames_in_flight_at_exit, 0, "shard {}: buffers home", report.shard);
+        assert_eq!(
+            report.frames_in_flight_at_exit, 0,
+            "shard {}: buffers home",
+            report.shard
+        );
     }
 }
 
@@ -153,8 +177,11 @@ fn a_million_messages_cross_shards_park() {
 #[test]
 fn empty_node_starts_and_stops() {
     let _turn = turn();
-    let node = Node::start(RuntimeConfig::new(cpus(), IdlePolicy::Park), Arc::new(|_, _| Vec::new()))
-        .expect("node starts");
+    let node = Node::start(
+        RuntimeConfig::new(cpus(), IdlePolicy::Park),
+        Arc::new(|_, _| Vec::new()),
+    )
+    .expect("node starts");
     let reports = node.stop().expect("node stops");
     assert_eq!(reports.len(), 2);
 }

@@ -69,8 +69,11 @@ pub trait Agent: 'static {
 
     /// Handles one message. Sends and replies go through `ctx`; an error is counted and,
     /// for a request, answered with a `failure` reply that names it.
-    fn on_message(&mut self, message: &Message<'_>, ctx: &mut Context<'_>)
-        -> Result<(), AgentError>;
+    fn on_message(
+        &mut self,
+        message: &Message<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), AgentError>;
 
     /// Called once when the agent is undeployed or the shard stops.
     fn on_stop(&mut self, _ctx: &mut Context<'_>) {}

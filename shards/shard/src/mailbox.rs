@@ -31,7 +31,10 @@ pub(crate) struct Mailbox {
 
 impl Mailbox {
     pub(crate) fn new() -> Mailbox {
-        Mailbox { queues: Default::default(), len_frames: 0 }
+        Mailbox {
+            queues: Default::default(),
+            len_frames: 0,
+        }
     }
 
     pub(crate) fn len_frames(&self) -> usize {
@@ -141,7 +144,10 @@ mod tests {
         }
         assert!(served[0] > served[3], "critical is preferred: {served:?}");
         for (class, &count) in served.iter().enumerate() {
-            assert!(count >= picks / (limit + 3), "class {class} starved: {served:?}");
+            assert!(
+                count >= picks / (limit + 3),
+                "class {class} starved: {served:?}"
+            );
         }
     }
 

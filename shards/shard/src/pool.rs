@@ -24,7 +24,7 @@ pub const CLASS_MIN_BYTES: usize = 256;
 /// Bytes of the block header in front of the frame bytes.
 const HEADER_BYTES: usize = 16;
 
-const _: () = assert!(HEADER_BYTES % FRAME_ALIGN == 0);
+const _: () = assert!(HEADER_BYTES.is_multiple_of(FRAME_ALIGN));
 const _: () = assert!(std::mem::size_of::<BlockHeader>() == HEADER_BYTES);
 const _: () = assert!(CLASS_MIN_BYTES.is_power_of_two());
 
@@ -88,7 +88,10 @@ impl FrameHandle {
 
     /// Records how many bytes of the buffer the frame occupies.
     pub(crate) fn set_len(&mut self, len_bytes: usize) {
-        assert!(len_bytes <= self.capacity_bytes(), "frame longer than its buffer");
+        assert!(
+            len_bytes <= self.capacity_bytes(),
+            "frame longer than its buffer"
+        );
         // SAFETY: `&mut self` is the unique reference to the block; the header is ours.
         unsafe { (*self.0.as_ptr()).len_bytes = len_bytes as u32 };
     }
@@ -179,7 +182,10 @@ impl FramePool {
     /// A buffer of at least `frame_bytes` bytes (its length is not yet set).
     pub fn alloc(&mut self, frame_bytes: usize) -> Result<FrameHandle, PoolError> {
         if frame_bytes > self.frame_bytes_max {
-            return Err(PoolError::TooLarge { frame_bytes, max_bytes: self.frame_bytes_max });
+            return Err(PoolError::TooLarge {
+                frame_bytes,
+                max_bytes: self.frame_bytes_max,
+            });
         }
         let class = class_for(frame_bytes);
         if let Some(handle) = self.free[class].pop() {
@@ -257,8 +263,15 @@ fn allocate_block(shard: u32, class: usize) -> FrameHandle {
     let layout = block_layout(class);
     // SAFETY: the layout has a non-zero size.
     let block = unsafe { alloc::alloc_zeroed(layout) }.cast::<BlockHeader>();
-    let Some(block) = NonNull::new(block) else { alloc::handle_alloc_error(layout) };
-    let header = BlockHeader { owner_shard: shard, class: class as u32, len_bytes: 0, _reserved: 0 };
+    let Some(block) = NonNull::new(block) else {
+        alloc::handle_alloc_error(layout)
+    };
+    let header = BlockHeader {
+        owner_shard: shard,
+        class: class as u32,
+        len_bytes: 0,
+        _reserved: 0,
+    };
     // SAFETY: the block is freshly allocated, aligned for BlockHeader and large enough.
     unsafe { block.as_ptr().write(header) };
     FrameHandle(block)
@@ -287,7 +300,13 @@ mod tests {
         assert_eq!(a.owner_shard(), 3);
         assert_eq!(a.as_ref_data_alignment(), 0);
         let b = pool.alloc(100).unwrap();
-        assert_eq!(pool.alloc(10).unwrap_err(), PoolError::Exhausted { shard: 3, frames_max: 2 });
+        assert_eq!(
+            pool.alloc(10).unwrap_err(),
+            PoolError::Exhausted {
+                shard: 3,
+                frames_max: 2
+            }
+        );
         assert!(matches!(pool.release(a), Released::Local));
         let c = pool.alloc(50).unwrap();
         assert_eq!(c.0.as_ptr() as usize, raw_a, "LIFO reuse");
@@ -301,7 +320,10 @@ mod tests {
         let mut pool = FramePool::new(0, 1000, 10);
         assert_eq!(
             pool.alloc(1001).unwrap_err(),
-            PoolError::TooLarge { frame_bytes: 1001, max_bytes: 1000 }
+            PoolError::TooLarge {
+                frame_bytes: 1001,
+                max_bytes: 1000
+            }
         );
     }
 
@@ -310,7 +332,9 @@ mod tests {
         let mut home = FramePool::new(0, 1024, 4);
         let mut away = FramePool::new(1, 1024, 4);
         let h = home.alloc(10).unwrap();
-        let Released::Foreign(h) = away.release(h) else { panic!("should be foreign") };
+        let Released::Foreign(h) = away.release(h) else {
+            panic!("should be foreign")
+        };
         let raw = h.into_raw();
         // SAFETY: `raw` came from `into_raw` and is used once.
         let h = unsafe { FrameHandle::from_raw(raw) };

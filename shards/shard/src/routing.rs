@@ -68,7 +68,10 @@ mod tests {
             let expected = 200.0;
             for (shard, &count) in counts.iter().enumerate() {
                 let ratio = f64::from(count) / expected;
-                assert!((0.6..1.4).contains(&ratio), "shard {shard}/{shards}: {count}");
+                assert!(
+                    (0.6..1.4).contains(&ratio),
+                    "shard {shard}/{shards}: {count}"
+                );
             }
         }
     }

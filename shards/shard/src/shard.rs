@@ -274,8 +274,15 @@ impl Shard {
     /// If `config.shard >= config.shards` or `config.shards > SHARDS_MAX`: the driver
     /// validates both before building shards.
     pub fn new(config: ShardConfig) -> Shard {
-        assert!(config.shard < config.shards && config.shards <= SHARDS_MAX, "bad shard index");
-        let pool = FramePool::new(config.shard, config.frame_bytes_max, config.frame_pool_frames_max);
+        assert!(
+            config.shard < config.shards && config.shards <= SHARDS_MAX,
+            "bad shard index"
+        );
+        let pool = FramePool::new(
+            config.shard,
+            config.frame_bytes_max,
+            config.frame_pool_frames_max,
+        );
         Shard {
             pool,
             slots: Vec::new(),
@@ -345,13 +352,20 @@ impl Shard {
     ) -> Result<(), DeployError> {
         let owner = owner_shard(id, self.config.shards);
         if owner != self.config.shard {
-            return Err(DeployError::WrongShard { agent: id, owner, shard: self.config.shard });
+            return Err(DeployError::WrongShard {
+                agent: id,
+                owner,
+                shard: self.config.shard,
+            });
         }
         if self.index.contains_key(&id) {
             return Err(DeployError::Duplicate { agent: id });
         }
         if self.index.len() >= self.config.agents_max {
-            return Err(DeployError::Full { shard: self.config.shard, agents_max: self.config.agents_max });
+            return Err(DeployError::Full {
+                shard: self.config.shard,
+                agents_max: self.config.agents_max,
+            });
         }
         let slot = AgentSlot {
             id,
@@ -382,7 +396,9 @@ impl Shard {
     /// Removes an agent: its `on_stop` runs and every message still queued for it is
     /// answered (requests get a `failure` reply) and released. Returns whether it existed.
     pub fn undeploy(&mut self, id: AgentId, now_ns: u64) -> bool {
-        let Some(index) = self.index.get(&id).copied() else { return false };
+        let Some(index) = self.index.get(&id).copied() else {
+            return false;
+        };
         if self.slots[index as usize].state != AgentState::Removed {
             self.with_agent(index, None, now_ns, |agent, ctx| {
                 agent.on_stop(ctx);
@@ -445,15 +461,25 @@ impl Shard {
     pub fn poll_deliver(&mut self, now_ns: u64, budget_messages: usize) -> usize {
         let mut handled = 0;
         while handled < budget_messages {
-            let Some(class) = self.ready.next_class() else { break };
-            let Some(index) = self.ready.pop(class) else { break };
-            let burst = self.config.agent_burst_messages.min(budget_messages - handled).max(1);
+            let Some(class) = self.ready.next_class() else {
+                break;
+            };
+            let Some(index) = self.ready.pop(class) else {
+                break;
+            };
+            let burst = self
+                .config
+                .agent_burst_messages
+                .min(budget_messages - handled)
+                .max(1);
             for _ in 0..burst {
                 let slot = &mut self.slots[index as usize];
                 if slot.state == AgentState::Removed {
                     break;
                 }
-                let Some(frame) = slot.mailbox.pop(class) else { break };
+                let Some(frame) = slot.mailbox.pop(class) else {
+                    break;
+                };
                 self.dispatch(index, frame, now_ns);
                 handled += 1;
             }
@@ -484,7 +510,9 @@ impl Shard {
         let returns = &mut self.returns[to_shard];
         while let Some(handle) = returns.pop() {
             if let Err(item) = push(RingItem::returned(handle)) {
-                let RingItemKind::Returned(handle) = item.into_parts() else { unreachable!() };
+                let RingItemKind::Returned(handle) = item.into_parts() else {
+                    unreachable!()
+                };
                 returns.push(handle);
                 return pushed;
             }
@@ -493,7 +521,9 @@ impl Shard {
         let outbound = &mut self.outbound[to_shard];
         while let Some(handle) = outbound.pop_front() {
             if let Err(item) = push(RingItem::frame(handle)) {
-                let RingItemKind::Frame(handle) = item.into_parts() else { unreachable!() };
+                let RingItemKind::Frame(handle) = item.into_parts() else {
+                    unreachable!()
+                };
                 outbound.push_front(handle);
                 return pushed;
             }
@@ -517,7 +547,9 @@ impl Shard {
                 self.stats.unknown_agent += 1;
                 return Err(SendError::UnknownAgent { to: header.to });
             };
-            if self.slots[index as usize].mailbox.len_frames() >= self.config.mailbox_capacity_frames {
+            if self.slots[index as usize].mailbox.len_frames()
+                >= self.config.mailbox_capacity_frames
+            {
                 self.stats.backpressure += 1;
                 return Err(SendError::MailboxFull {
                     to: header.to,
@@ -548,7 +580,10 @@ impl Shard {
 
     fn encode(&mut self, header: &Header, payload: &[u8]) -> Result<FrameHandle, SendError> {
         let frame_bytes = dataplane_frame::encoded_len(payload.len());
-        let mut frame = self.pool.alloc(frame_bytes).inspect_err(|_| self.stats.pool_exhausted += 1)?;
+        let mut frame = self
+            .pool
+            .alloc(frame_bytes)
+            .inspect_err(|_| self.stats.pool_exhausted += 1)?;
         match dataplane_frame::encode_into(header, payload, frame.buffer_mut()) {
             Ok(len) => {
                 frame.set_len(len);
@@ -635,7 +670,10 @@ impl Shard {
     fn dispatch(&mut self, index: u32, frame: FrameHandle, now_ns: u64) {
         let archived = frame.frame();
         let header = archived.header();
-        let message = Message { header, payload: archived.payload() };
+        let message = Message {
+            header,
+            payload: archived.payload(),
+        };
         if self.slots[index as usize].state == AgentState::Failed {
             self.answer_undeliverable(frame, "agent failed");
             return;
@@ -670,7 +708,12 @@ impl Shard {
             return Err(AgentError::Failed("agent is not available".into()));
         };
         let id = slot.id;
-        let mut ctx = Context { shard: self, agent: id, current: current.copied(), now_ns };
+        let mut ctx = Context {
+            shard: self,
+            agent: id,
+            current: current.copied(),
+            now_ns,
+        };
         let result = panic::catch_unwind(AssertUnwindSafe(|| f(agent.as_mut(), &mut ctx)))
             .unwrap_or_else(|payload| {
                 let reason = payload
@@ -696,7 +739,10 @@ pub struct Context<'a> {
 
 impl std::fmt::Debug for Context<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context").field("agent", &self.agent).field("now_ns", &self.now_ns).finish()
+        f.debug_struct("Context")
+            .field("agent", &self.agent)
+            .field("now_ns", &self.now_ns)
+            .finish()
     }
 }
 

@@ -14,7 +14,8 @@ impl Agent for SelfKicker {
         if self.left > 0 {
             self.left -= 1;
             let me = ctx.self_id();
-            ctx.send(me, Performative::Inform, &[1, 2, 3]).expect("one frame in flight");
+            ctx.send(me, Performative::Inform, &[1, 2, 3])
+                .expect("one frame in flight");
         }
         Ok(())
     }
@@ -24,7 +25,9 @@ impl Agent for SelfKicker {
 fn a_message_loop_reuses_one_buffer() {
     let mut shard = Shard::new(ShardConfig::new(0, 1));
     let me = AgentId::from_name("kicker");
-    shard.deploy(me, Box::new(SelfKicker { left: 100_000 }), 0).unwrap();
+    shard
+        .deploy(me, Box::new(SelfKicker { left: 100_000 }), 0)
+        .unwrap();
     let header = Header {
         to: me,
         from: me,
@@ -37,5 +40,9 @@ fn a_message_loop_reuses_one_buffer() {
     shard.handle_send(&header, &[]).unwrap();
     while shard.poll_deliver(0, 1000) > 0 {}
     assert_eq!(shard.stats().messages_handled, 100_001);
-    assert!(shard.pool().frames_allocated() <= 2, "allocated {}", shard.pool().frames_allocated());
+    assert!(
+        shard.pool().frames_allocated() <= 2,
+        "allocated {}",
+        shard.pool().frames_allocated()
+    );
 }

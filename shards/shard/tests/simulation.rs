@@ -53,7 +53,11 @@ struct Peer {
 }
 
 impl Agent for Peer {
-    fn on_message(&mut self, message: &Message<'_>, ctx: &mut Context<'_>) -> Result<(), AgentError> {
+    fn on_message(
+        &mut self,
+        message: &Message<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), AgentError> {
         if message.payload.is_empty() {
             for _ in 0..1 + self.rng.below(4) {
                 let to = self.peers[self.rng.below(self.peers.len())];
@@ -71,7 +75,12 @@ impl Agent for Peer {
                 match ctx.send_with(header, &seq.to_le_bytes()) {
                     Ok(()) => {
                         self.next_seq.insert(to.0, seq + 1);
-                        *self.ledger.borrow_mut().accepted.entry((self.id.0, to.0)).or_default() += 1;
+                        *self
+                            .ledger
+                            .borrow_mut()
+                            .accepted
+                            .entry((self.id.0, to.0))
+                            .or_default() += 1;
                     }
                     Err(error) if error.is_backpressure() => {}
                     Err(error) => panic!("unexpected send error {error}"),
@@ -84,7 +93,11 @@ impl Agent for Peer {
         let pair = (message.from().0, self.id.0);
         let expected = ledger.received.get(&pair).copied().unwrap_or(0);
         if seq != expected {
-            let violation = format!("{} -> {}: got {seq}, expected {expected}", message.from(), self.id);
+            let violation = format!(
+                "{} -> {}: got {seq}, expected {expected}",
+                message.from(),
+                self.id
+            );
             ledger.violations.push(violation);
         }
         ledger.received.insert(pair, seq + 1);
@@ -137,7 +150,11 @@ impl Sim {
             };
             shards[shard].deploy(id, Box::new(peer), 0).expect("deploy");
         }
-        let empty = || (0..shard_count).map(|_| VecDeque::new()).collect::<Vec<_>>();
+        let empty = || {
+            (0..shard_count)
+                .map(|_| VecDeque::new())
+                .collect::<Vec<_>>()
+        };
         Sim {
             rings: (0..shard_count).map(|_| empty()).collect(),
             stalled: (0..shard_count).map(|_| empty()).collect(),
@@ -246,17 +263,36 @@ fn run(seed: u64) -> (u64, u64) {
     }
     sim.settle();
     let ledger = ledger.borrow();
-    assert!(ledger.violations.is_empty(), "seed {seed}: {:?}", ledger.violations);
+    assert!(
+        ledger.violations.is_empty(),
+        "seed {seed}: {:?}",
+        ledger.violations
+    );
     for (pair, &accepted) in &ledger.accepted {
         let received = ledger.received.get(pair).copied().unwrap_or(0);
-        assert_eq!(received, accepted, "seed {seed}: pair {pair:?} lost or duplicated messages");
+        assert_eq!(
+            received, accepted,
+            "seed {seed}: pair {pair:?} lost or duplicated messages"
+        );
     }
     for shard in &sim.shards {
-        assert!(shard.is_idle(), "seed {seed}: shard {} not idle", shard.id());
-        assert_eq!(shard.pool().frames_in_flight(), 0, "seed {seed}: buffers not home");
+        assert!(
+            shard.is_idle(),
+            "seed {seed}: shard {} not idle",
+            shard.id()
+        );
+        assert_eq!(
+            shard.pool().frames_in_flight(),
+            0,
+            "seed {seed}: buffers not home"
+        );
     }
     let backpressure = sim.shards.iter().map(|s| s.stats().backpressure).sum();
-    let stalled = sim.shards.iter().map(|s| s.stats().stalled_deliveries).sum();
+    let stalled = sim
+        .shards
+        .iter()
+        .map(|s| s.stats().stalled_deliveries)
+        .sum();
     (backpressure, stalled)
 }
 
@@ -273,6 +309,12 @@ fn random_schedules_deliver_exactly_once_in_order() {
         stalled += s;
     }
     // The schedule must actually exercise the paths under test.
-    assert!(backpressure > 1000, "senders rarely saw back-pressure: {backpressure}");
-    assert!(stalled > 100, "rings rarely stalled on full mailboxes: {stalled}");
+    assert!(
+        backpressure > 1000,
+        "senders rarely saw back-pressure: {backpressure}"
+    );
+    assert!(
+        stalled > 100,
+        "rings rarely stalled on full mailboxes: {stalled}"
+    );
 }
