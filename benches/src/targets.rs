@@ -113,7 +113,7 @@ pub fn check_targets(suite: Suite, medians: &[BenchResult]) -> Vec<TargetCheck> 
                 " M msg/s",
             ),
         ],
-        Suite::Hardware => Vec::new(),
+        Suite::Hardware | Suite::Idle => Vec::new(),
     }
 }
 

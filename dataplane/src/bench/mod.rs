@@ -26,6 +26,8 @@ pub enum Suite {
     CrossShard,
     /// A raw cache-line ping-pong between the two shard cores: the machine's own limit.
     Hardware,
+    /// CPU and memory of an idle node in park mode (`native::run_idle`).
+    Idle,
 }
 
 impl Suite {
@@ -35,6 +37,7 @@ impl Suite {
             Suite::Local => "local",
             Suite::CrossShard => "cross-shard",
             Suite::Hardware => "hardware",
+            Suite::Idle => "idle",
         }
     }
 }
