@@ -3,4 +3,5 @@
 //! The binary (`src/main.rs`) is a thin shell over this library so that the peer-baseline
 //! runner in `benches/` can run the very same suites in the same process.
 
+pub mod agents;
 pub mod bench;
