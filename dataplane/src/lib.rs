@@ -5,3 +5,5 @@
 
 pub mod agents;
 pub mod bench;
+pub mod node;
+pub mod signals;
