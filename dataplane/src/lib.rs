@@ -5,5 +5,6 @@
 
 pub mod agents;
 pub mod bench;
+pub mod cli;
 pub mod node;
 pub mod signals;
