@@ -69,7 +69,10 @@ fi
 
 # 2. Formatting.
 start_step "cargo fmt --check"
-cargo fmt --all -- --check
+if ! cargo fmt --all -- --check; then
+    echo "Not formatted: run 'cargo fmt --all' (or 'cargo fmt -p CRATE') and commit the result."
+    exit 1
+fi
 end_step "ok"
 
 # 3. Lints: every target (tests, examples, benches) of every crate.
