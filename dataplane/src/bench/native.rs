@@ -136,8 +136,8 @@ fn run_node<T: Send + 'static>(
         }
         std::thread::sleep(Duration::from_millis(2));
     };
-    node.stop().context("stopping the benchmark node")?;
-    result
+    let reports = node.stop().context("stopping the benchmark node")?;
+    result.with_context(|| format!("shard reports: {reports:?}"))
 }
 
 fn warmup(opts: &SuiteOptions) -> Duration {
