@@ -59,7 +59,7 @@ impl ShardConfig {
             outbound_capacity_frames: 1024,
             frame_bytes_max: 64 * 1024,
             frame_pool_frames_max: 65536,
-            agent_burst_messages: 16,
+            agent_burst_messages: 32,
             starvation_limit_passes: 32,
             agents_max: 100_000,
         }
@@ -277,6 +277,9 @@ pub struct Shard {
     outbound: Vec<VecDeque<FrameHandle>>,
     /// Foreign buffers to send home, per owner shard.
     returns: Vec<Vec<FrameHandle>>,
+    /// The last agent a ring frame was queued for, and its slot: a flood to one agent
+    /// skips the hash lookup. Cleared on undeploy.
+    last_accepted: Option<(AgentId, u32)>,
     stats: ShardStats,
 }
 
@@ -314,6 +317,7 @@ impl Shard {
             ready: ReadyLists::new(config.starvation_limit_passes),
             outbound: (0..config.shards).map(|_| VecDeque::new()).collect(),
             returns: (0..config.shards).map(|_| Vec::new()).collect(),
+            last_accepted: None,
             stats: ShardStats::default(),
             config,
         }
@@ -422,6 +426,7 @@ impl Shard {
         let Some(index) = self.index.get(&id).copied() else {
             return false;
         };
+        self.last_accepted = None;
         if self.slots[index as usize].state != AgentState::Removed {
             self.with_agent(index, None, now_ns, |agent, ctx| {
                 agent.on_stop(ctx);
@@ -622,9 +627,16 @@ impl Shard {
     /// Queues a frame that arrived for one of our agents.
     fn accept(&mut self, frame: FrameHandle) -> Result<(), FrameHandle> {
         let to = frame.frame().to();
-        let Some(&index) = self.index.get(&to) else {
-            let header = frame.frame().header();
-            return self.bounce_unknown(frame, &header);
+        let index = match self.last_accepted {
+            Some((id, index)) if id == to => index,
+            _ => {
+                let Some(&index) = self.index.get(&to) else {
+                    let header = frame.frame().header();
+                    return self.bounce_unknown(frame, &header);
+                };
+                self.last_accepted = Some((to, index));
+                index
+            }
         };
         if self.slots[index as usize].mailbox.len_frames() >= self.config.mailbox_capacity_frames {
             self.stats.stalled_deliveries += 1;

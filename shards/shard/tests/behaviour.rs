@@ -1,0 +1,235 @@
+//! What a shard does with bad or unlucky input: unknown agents, full mailboxes, failing
+//! and panicking handlers, undeploy with queued messages. Two shards are driven by hand;
+//! ring items move between them through plain vectors.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use dataplane_frame::{AgentId, Flags, Header, Performative, Priority};
+use dataplane_shard::{
+    id_on_shard, Agent, AgentError, Context, Message, RingItem, SendError, Shard, ShardConfig,
+};
+
+type Inbox = Rc<RefCell<Vec<(Header, Vec<u8>)>>>;
+
+/// Records everything it receives; fails on payload "fail", panics on payload "panic".
+struct Recorder(Inbox);
+
+impl Agent for Recorder {
+    fn on_message(&mut self, message: &Message<'_>, _: &mut Context<'_>) -> Result<(), AgentError> {
+        self.0
+            .borrow_mut()
+            .push((message.header, message.payload.to_vec()));
+        match message.payload {
+            b"fail" => Err(AgentError::Failed("asked to fail".into())),
+            b"panic" => panic!("asked to panic"),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn pair() -> (Shard, Shard) {
+    (
+        Shard::new(ShardConfig::new(0, 2)),
+        Shard::new(ShardConfig::new(1, 2)),
+    )
+}
+
+fn header(to: AgentId, from: AgentId) -> Header {
+    Header {
+        to,
+        from,
+        conversation_id: 9,
+        correlation_id: 42,
+        performative: Performative::Request,
+        priority: Priority::Normal,
+        flags: Flags::NONE,
+    }
+}
+
+/// Moves everything `from` has for `to` into `to`, then lets both deliver, until quiet.
+fn pump(shards: &mut [Shard; 2]) {
+    loop {
+        let mut moved = 0;
+        for from in 0..2 {
+            let to = 1 - from;
+            let mut items: Vec<RingItem> = Vec::new();
+            shards[from].poll_transmit(to, |item| {
+                items.push(item);
+                Ok(())
+            });
+            for item in items {
+                shards[to]
+                    .handle_ring_item(item)
+                    .expect("mailboxes have room");
+                moved += 1;
+            }
+            moved += shards[from].poll_deliver(0, 1000);
+        }
+        if moved == 0 {
+            return;
+        }
+    }
+}
+
+fn recorder_on(shard: &mut Shard, id: AgentId) -> Inbox {
+    let inbox = Inbox::default();
+    shard
+        .deploy(id, Box::new(Recorder(Rc::clone(&inbox))), 0)
+        .unwrap();
+    inbox
+}
+
+#[test]
+fn local_send_to_unknown_agent_is_refused() {
+    let (mut shard, _) = pair();
+    let ghost = id_on_shard(7, 0, 2);
+    let error = shard
+        .handle_send(&header(ghost, AgentId(1)), b"x")
+        .unwrap_err();
+    assert_eq!(error, SendError::UnknownAgent { to: ghost });
+}
+
+#[test]
+fn remote_unknown_agent_gets_a_failure_reply_naming_it() {
+    let (a, b) = pair();
+    let mut shards = [a, b];
+    let me = id_on_shard(1, 0, 2);
+    let ghost = id_on_shard(1, 1, 2);
+    let inbox = recorder_on(&mut shards[0], me);
+    shards[0].handle_send(&header(ghost, me), b"hello").unwrap();
+    pump(&mut shards);
+    let inbox = inbox.borrow();
+    assert_eq!(inbox.len(), 1);
+    let (reply, payload) = &inbox[0];
+    assert_eq!(reply.performative, Performative::Failure);
+    assert!(reply.flags.contains(Flags::REPLY) && reply.flags.contains(Flags::ERROR));
+    assert_eq!((reply.conversation_id, reply.correlation_id), (9, 42));
+    assert_eq!(
+        String::from_utf8_lossy(payload),
+        format!("unknown agent {ghost}")
+    );
+    assert_eq!(shards[1].stats().unknown_agent, 1);
+    assert_eq!(
+        shards[0].pool().frames_in_flight() + shards[1].pool().frames_in_flight(),
+        0
+    );
+}
+
+#[test]
+fn full_mailbox_pushes_back_and_loses_nothing() {
+    let mut config = ShardConfig::new(0, 1);
+    config.mailbox_capacity_frames = 4;
+    let mut shard = Shard::new(config);
+    let me = AgentId::from_name("me");
+    let inbox = recorder_on(&mut shard, me);
+    for n in 0..4u8 {
+        shard.handle_send(&header(me, me), &[n]).unwrap();
+    }
+    let error = shard.handle_send(&header(me, me), &[4]).unwrap_err();
+    assert_eq!(
+        error,
+        SendError::MailboxFull {
+            to: me,
+            capacity_frames: 4
+        }
+    );
+    assert!(error.is_backpressure());
+    shard.poll_deliver(0, 100);
+    let payloads: Vec<u8> = inbox.borrow().iter().map(|(_, p)| p[0]).collect();
+    assert_eq!(payloads, vec![0, 1, 2, 3]);
+}
+
+#[test]
+fn a_ring_frame_for_a_full_mailbox_is_handed_back() {
+    let (a, mut b) = pair();
+    let mut a = a;
+    let mut config = ShardConfig::new(1, 2);
+    config.mailbox_capacity_frames = 1;
+    b = Shard::new(config);
+    let sender = id_on_shard(1, 0, 2);
+    let target = id_on_shard(1, 1, 2);
+    let inbox = recorder_on(&mut b, target);
+    a.handle_send(&header(target, sender), b"1").unwrap();
+    a.handle_send(&header(target, sender), b"2").unwrap();
+    let mut items = Vec::new();
+    a.poll_transmit(1, |item| {
+        items.push(item);
+        Ok(())
+    });
+    let mut items = items.into_iter();
+    b.handle_ring_item(items.next().unwrap()).unwrap();
+    let refused = b.handle_ring_item(items.next().unwrap()).unwrap_err();
+    b.poll_deliver(0, 10);
+    b.handle_ring_item(refused).unwrap();
+    b.poll_deliver(0, 10);
+    let payloads: Vec<Vec<u8>> = inbox.borrow().iter().map(|(_, p)| p.clone()).collect();
+    assert_eq!(payloads, vec![b"1".to_vec(), b"2".to_vec()]);
+    assert_eq!(b.stats().stalled_deliveries, 1);
+}
+
+#[test]
+fn failing_and_panicking_handlers_are_contained() {
+    let mut shard = Shard::new(ShardConfig::new(0, 1));
+    let (me, victim, neighbour) = (
+        AgentId::from_name("me"),
+        AgentId::from_name("victim"),
+        AgentId::from_name("neighbour"),
+    );
+    let replies = recorder_on(&mut shard, me);
+    let _ = recorder_on(&mut shard, victim);
+    let neighbour_inbox = recorder_on(&mut shard, neighbour);
+    shard.handle_send(&header(victim, me), b"fail").unwrap();
+    shard.handle_send(&header(victim, me), b"panic").unwrap();
+    shard.handle_send(&header(victim, me), b"after").unwrap();
+    shard
+        .handle_send(&header(neighbour, me), b"still here")
+        .unwrap();
+    while shard.poll_deliver(0, 100) > 0 {}
+    let replies = replies.borrow();
+    let reasons: Vec<String> = replies
+        .iter()
+        .map(|(_, p)| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    assert_eq!(
+        reasons.len(),
+        3,
+        "one failure reply per request: {reasons:?}"
+    );
+    assert!(reasons[0].contains("asked to fail"));
+    assert!(reasons[1].contains("asked to panic"));
+    assert!(reasons[2].contains("agent failed"));
+    assert_eq!(
+        neighbour_inbox.borrow().len(),
+        1,
+        "the neighbour keeps serving"
+    );
+    assert_eq!(shard.stats().handler_panics, 1);
+}
+
+#[test]
+fn undeploy_answers_queued_requests_and_forgets_the_agent() {
+    let (a, b) = pair();
+    let mut shards = [a, b];
+    let sender = id_on_shard(1, 0, 2);
+    let (old, new) = (id_on_shard(1, 1, 2), id_on_shard(1000, 1, 2));
+    let replies = recorder_on(&mut shards[0], sender);
+    let _ = recorder_on(&mut shards[1], old);
+    shards[0]
+        .handle_send(&header(old, sender), b"first")
+        .unwrap();
+    pump(&mut shards); // delivered: shard 1 now remembers `old` as its last addressee
+    assert!(shards[1].undeploy(old, 0));
+    let new_inbox = recorder_on(&mut shards[1], new); // reuses old's slot
+    shards[0]
+        .handle_send(&header(old, sender), b"to the departed")
+        .unwrap();
+    pump(&mut shards);
+    assert!(
+        new_inbox.borrow().is_empty(),
+        "a frame for a departed agent never reaches its slot's new tenant"
+    );
+    let replies = replies.borrow();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].0.performative, Performative::Failure);
+}
