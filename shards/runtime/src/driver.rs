@@ -130,7 +130,11 @@ impl Driver {
                 let end_ns = self.now_ns();
                 if end_ns.saturating_sub(now_ns) > stall_threshold_ns {
                     self.report.stalls += 1;
-                    tracing::debug!(shard = self.report.shard, stall_ns = end_ns - now_ns, "stall");
+                    tracing::debug!(
+                        shard = self.report.shard,
+                        stall_ns = end_ns - now_ns,
+                        "stall"
+                    );
                 }
                 now_ns = end_ns;
                 idle_streak = 0;
@@ -171,7 +175,13 @@ impl Driver {
     /// queue.
     fn receive(&mut self) -> usize {
         let batch = self.shared.config.ring_batch_frames;
-        let Driver { core, consumers, stalled, scratch, .. } = self;
+        let Driver {
+            core,
+            consumers,
+            stalled,
+            scratch,
+            ..
+        } = self;
         let mut work = 0;
         for (from, consumer) in consumers.iter_mut() {
             let stalled = &mut stalled[*from];
