@@ -76,7 +76,7 @@ fn recorder_on(shard: &mut Shard, id: AgentId) -> Inbox {
     let inbox = Inbox::default();
     shard
         .deploy(id, Box::new(Recorder(Rc::clone(&inbox))), 0)
-        .unwrap();
+        .expect("a fresh shard takes the recorder");
     inbox
 }
 
@@ -142,11 +142,10 @@ fn full_mailbox_pushes_back_and_loses_nothing() {
 
 #[test]
 fn a_ring_frame_for_a_full_mailbox_is_handed_back() {
-    let (a, mut b) = pair();
-    let mut a = a;
+    let (mut a, _) = pair();
     let mut config = ShardConfig::new(1, 2);
     config.mailbox_capacity_frames = 1;
-    b = Shard::new(config);
+    let mut b = Shard::new(config);
     let sender = id_on_shard(1, 0, 2);
     let target = id_on_shard(1, 1, 2);
     let inbox = recorder_on(&mut b, target);
