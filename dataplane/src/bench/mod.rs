@@ -59,6 +59,12 @@ pub struct SuiteOptions {
 
 impl Default for SuiteOptions {
     fn default() -> Self {
-        Self { shards: 2, seconds: 2.0, rate_msgs_per_s: None, payload_bytes: 32, cpus: Vec::new() }
+        Self {
+            shards: 2,
+            seconds: 2.0,
+            rate_msgs_per_s: None,
+            payload_bytes: 32,
+            cpus: Vec::new(),
+        }
     }
 }

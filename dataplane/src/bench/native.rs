@@ -66,13 +66,20 @@ fn pick_cpus(opts: &SuiteOptions, shards: usize) -> anyhow::Result<Vec<usize>> {
     let mut cpus: Vec<usize> = if opts.cpus.is_empty() {
         // Read before any thread of ours is pinned (core_affinity reports the calling
         // thread's mask).
-        let ids = core_affinity::get_core_ids().ok_or_else(|| anyhow!("cannot read CPU affinity"))?;
+        let ids =
+            core_affinity::get_core_ids().ok_or_else(|| anyhow!("cannot read CPU affinity"))?;
         ids.into_iter().map(|id| id.id).collect()
     } else {
         opts.cpus.clone()
     };
     if cpus.len() < shards {
-        bail!("{} shards need {} CPUs, only {} usable: {:?}", shards, shards, cpus.len(), cpus);
+        bail!(
+            "{} shards need {} CPUs, only {} usable: {:?}",
+            shards,
+            shards,
+            cpus.len(),
+            cpus
+        );
     }
     cpus.truncate(shards);
     Ok(cpus)
@@ -88,7 +95,11 @@ struct Placement {
 impl Placement {
     fn new(shards: usize) -> Placement {
         let b_shard = shards - 1;
-        Placement { shards, a: id_on_shard(1, 0, shards), b: id_on_shard(1 << 32, b_shard, shards) }
+        Placement {
+            shards,
+            a: id_on_shard(1, 0, shards),
+            b: id_on_shard(1 << 32, b_shard, shards),
+        }
     }
 }
 
@@ -96,7 +107,9 @@ impl Placement {
 type Outcome<T> = Arc<Mutex<Option<Result<T, String>>>>;
 
 fn finish<T>(outcome: &Outcome<T>, value: Result<T, String>) {
-    let mut slot = outcome.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut slot = outcome
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     slot.get_or_insert(value);
 }
 
@@ -128,11 +141,18 @@ fn run_node<T: Send + 'static>(
     let node = Node::start(config, factory).context("starting the benchmark node")?;
     let deadline = Instant::now() + limit + WORKLOAD_GRACE;
     let result = loop {
-        if let Some(result) = outcome.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+        if let Some(result) = outcome
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
             break result.map_err(|reason| anyhow!(reason));
         }
         if Instant::now() > deadline {
-            break Err(anyhow!("workload did not finish within {:?}", limit + WORKLOAD_GRACE));
+            break Err(anyhow!(
+                "workload did not finish within {:?}",
+                limit + WORKLOAD_GRACE
+            ));
         }
         std::thread::sleep(Duration::from_millis(2));
     };
@@ -144,7 +164,12 @@ fn warmup(opts: &SuiteOptions) -> Duration {
     Duration::from_secs_f64(opts.seconds / 10.0).min(Duration::from_millis(200))
 }
 
-fn header(to: AgentId, performative: Performative, priority: Priority, correlation_id: u64) -> Header {
+fn header(
+    to: AgentId,
+    performative: Performative,
+    priority: Priority,
+    correlation_id: u64,
+) -> Header {
     Header {
         to,
         from: AgentId(0), // set by Context::send_with
@@ -166,7 +191,11 @@ fn kick(ctx: &mut Context<'_>) -> Result<(), AgentError> {
 struct Echo;
 
 impl Agent for Echo {
-    fn on_message(&mut self, message: &Message<'_>, ctx: &mut Context<'_>) -> Result<(), AgentError> {
+    fn on_message(
+        &mut self,
+        message: &Message<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), AgentError> {
         if !message.is_reply() {
             ctx.reply(Performative::Inform, message.payload)
                 .map_err(|error| AgentError::Failed(error.to_string().into()))?;
@@ -191,7 +220,10 @@ struct Pinger {
 
 impl Pinger {
     fn ping(&mut self, ctx: &mut Context<'_>) -> Result<(), AgentError> {
-        let result = ctx.send_with(header(self.peer, Performative::Request, Priority::Normal, 0), &self.payload);
+        let result = ctx.send_with(
+            header(self.peer, Performative::Request, Priority::Normal, 0),
+            &self.payload,
+        );
         result.map_err(|error| {
             finish(&self.outcome, Err(format!("ping refused: {error}")));
             AgentError::Failed(error.to_string().into())
@@ -222,7 +254,11 @@ impl Agent for Pinger {
     }
 }
 
-fn ping_pong(cpus: &[usize], placement: &Placement, opts: &SuiteOptions) -> anyhow::Result<Recorder> {
+fn ping_pong(
+    cpus: &[usize],
+    placement: &Placement,
+    opts: &SuiteOptions,
+) -> anyhow::Result<Recorder> {
     let duration = Duration::from_secs_f64(opts.seconds);
     let (warmup, peer, payload) = (warmup(opts), placement.b, vec![7u8; opts.payload_bytes]);
     run_node(cpus, placement, warmup + duration, move |outcome| {
@@ -265,7 +301,12 @@ impl RatePinger {
         let now = Instant::now();
         while self.sent < self.requests && schedule.due(self.sent) <= now {
             let offset_ns = schedule.due_offset_ns(self.sent);
-            let request = header(self.peer, Performative::Request, Priority::Normal, offset_ns);
+            let request = header(
+                self.peer,
+                Performative::Request,
+                Priority::Normal,
+                offset_ns,
+            );
             if ctx.send_with(request, &self.payload).is_err() {
                 return;
             }
@@ -280,15 +321,26 @@ impl Agent for RatePinger {
         kick(ctx)
     }
 
-    fn on_message(&mut self, message: &Message<'_>, ctx: &mut Context<'_>) -> Result<(), AgentError> {
-        let Some(schedule) = self.schedule else { return Ok(()) };
+    fn on_message(
+        &mut self,
+        message: &Message<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), AgentError> {
+        let Some(schedule) = self.schedule else {
+            return Ok(());
+        };
         if message.from() == ctx.self_id() {
             self.send_due(ctx, schedule);
-            return if self.sent < self.requests { kick(ctx) } else { Ok(()) };
+            return if self.sent < self.requests {
+                kick(ctx)
+            } else {
+                Ok(())
+            };
         }
         let offset_ns = message.header.correlation_id;
         if offset_ns >= self.warmup_ns {
-            self.recorder.record_between(schedule.instant_from_offset_ns(offset_ns), Instant::now());
+            self.recorder
+                .record_between(schedule.instant_from_offset_ns(offset_ns), Instant::now());
         }
         self.answered += 1;
         if self.answered == self.requests {
@@ -366,7 +418,11 @@ impl Agent for Flooder {
     fn on_message(&mut self, _: &Message<'_>, ctx: &mut Context<'_>) -> Result<(), AgentError> {
         let deadline = *self.deadline.get_or_insert_with(|| {
             let now = Instant::now();
-            *self.clock.first_send.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(now);
+            *self
+                .clock
+                .first_send
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(now);
             now + self.duration
         });
         if !self.clock.stopping.load(Ordering::Relaxed) && self.burst(ctx, deadline) {
@@ -395,7 +451,11 @@ impl Agent for Sink {
             return Ok(());
         }
         let end = Instant::now();
-        let first = *self.clock.first_send.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let first = *self
+            .clock
+            .first_send
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let result = match first {
             Some(first) => Ok((self.received, end.duration_since(first).as_secs_f64())),
             None => Err("flood stopped before it started".to_owned()),
@@ -417,7 +477,11 @@ fn flood(cpus: &[usize], placement: &Placement, opts: &SuiteOptions) -> anyhow::
             deadline: None,
             clock: Arc::clone(&clock),
         };
-        let sink = Sink { received: 0, clock: Arc::clone(&clock), outcome: Arc::clone(outcome) };
+        let sink = Sink {
+            received: 0,
+            clock: Arc::clone(&clock),
+            outcome: Arc::clone(outcome),
+        };
         (Box::new(flooder), Box::new(sink))
     })
     .context("flood workload")
@@ -460,7 +524,8 @@ pub fn run_idle(opts: &SuiteOptions) -> anyhow::Result<IdleResult> {
         let id = id_on_shard(1, shard, shards);
         vec![(id, Box::new(Echo) as Box<dyn Agent>)]
     });
-    let node = Node::start(RuntimeConfig::new(cpus, IdlePolicy::Park), factory).context("starting the idle node")?;
+    let node = Node::start(RuntimeConfig::new(cpus, IdlePolicy::Park), factory)
+        .context("starting the idle node")?;
     std::thread::sleep(Duration::from_millis(300)); // let start-up work finish
     let (cpu_start, wall_start) = (process_cpu_time()?, Instant::now());
     std::thread::sleep(Duration::from_secs_f64(opts.seconds));
@@ -490,11 +555,18 @@ fn process_cpu_time() -> anyhow::Result<Duration> {
 }
 
 fn process_rss_bytes() -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     let kib = status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
         .ok_or_else(|| anyhow!("no VmRSS in /proc/self/status"))?;
     Ok(kib * 1024)
 }
