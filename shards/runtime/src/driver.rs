@@ -184,6 +184,8 @@ impl Driver {
         } = self;
         let mut work = 0;
         for (from, consumer) in consumers.iter_mut() {
+            // Overlap the slot's cache miss with the miss on the producer's index.
+            consumer.prefetch_next();
             let stalled = &mut stalled[*from];
             while let Some(item) = stalled.pop_front() {
                 match core.handle_ring_item(item) {
