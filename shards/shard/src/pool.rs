@@ -21,6 +21,9 @@ use dataplane_frame::{ArchivedFrame, FRAME_ALIGN};
 
 /// Bytes of the smallest size class.
 pub const CLASS_MIN_BYTES: usize = 256;
+/// Buffers one returned buffer carries home besides itself: as many pointers, plus a
+/// count, as the smallest class holds.
+pub const RETURN_BATCH_EXTRA_MAX: usize = CLASS_MIN_BYTES / 8 - 1;
 /// Bytes of the block header in front of the frame bytes.
 const HEADER_BYTES: usize = 16;
 
@@ -108,6 +111,41 @@ impl FrameHandle {
     pub unsafe fn from_raw(raw: usize) -> FrameHandle {
         // SAFETY: the caller passes a pointer from `into_raw`, which is never null.
         FrameHandle(unsafe { NonNull::new_unchecked(raw as *mut BlockHeader) })
+    }
+
+    /// Makes this buffer, whose frame is dead, carry `others` home with it: their count
+    /// and pointers are written into its data area, so one ring item returns a whole
+    /// batch. All of them must belong to the same owner (the caller sends the carrier to
+    /// that owner). At most [`RETURN_BATCH_EXTRA_MAX`] others.
+    pub(crate) fn pack_returns(&mut self, others: impl ExactSizeIterator<Item = FrameHandle>) {
+        let count = others.len();
+        assert!(count <= RETURN_BATCH_EXTRA_MAX, "return batch too large");
+        let buffer = self.buffer_mut();
+        buffer[..8].copy_from_slice(&(count as u64).to_le_bytes());
+        for (index, handle) in others.enumerate() {
+            let at = 8 + 8 * index;
+            buffer[at..at + 8].copy_from_slice(&(handle.into_raw() as u64).to_le_bytes());
+        }
+    }
+
+    /// Takes the handles [`FrameHandle::pack_returns`] stored in this carrier; a second
+    /// call yields nothing.
+    pub(crate) fn take_returns(&mut self) -> impl Iterator<Item = FrameHandle> + '_ {
+        let buffer = self.buffer_mut();
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&buffer[..8]);
+        // The count was written by `pack_returns` on the sending shard (bounded there);
+        // clamp anyway so a broken invariant cannot read past the buffer.
+        let count = (u64::from_le_bytes(word) as usize).min(RETURN_BATCH_EXTRA_MAX);
+        buffer[..8].copy_from_slice(&0u64.to_le_bytes());
+        (0..count).map(move |index| {
+            let at = 8 + 8 * index;
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&buffer[at..at + 8]);
+            // SAFETY: `pack_returns` stored this pointer from `into_raw`, and the count was
+            // zeroed above, so each stored pointer is turned back into a handle once.
+            unsafe { FrameHandle::from_raw(u64::from_le_bytes(word) as usize) }
+        })
     }
 
     fn header(&self) -> &BlockHeader {

@@ -22,7 +22,7 @@ use dataplane_frame::{AgentId, Flags, FrameError, Header, Performative, Priority
 
 use crate::agent::{Agent, AgentError, Message};
 use crate::mailbox::{Mailbox, ReadyLists};
-use crate::pool::{FrameHandle, FramePool, PoolError, Released};
+use crate::pool::{FrameHandle, FramePool, PoolError, Released, RETURN_BATCH_EXTRA_MAX};
 use crate::routing::{owner_shard, SHARDS_MAX};
 use crate::stats::ShardStats;
 
@@ -470,9 +470,14 @@ impl Shard {
     /// after the next `poll_deliver`.
     pub fn handle_ring_item(&mut self, item: RingItem) -> Result<(), RingItem> {
         match item.into_parts() {
-            crate::shard::RingItemKind::Returned(handle) => {
-                self.stats.frames_returned += 1;
-                self.release(handle);
+            crate::shard::RingItemKind::Returned(mut carrier) => {
+                let mut returned = 1;
+                for handle in carrier.take_returns() {
+                    self.release(handle);
+                    returned += 1;
+                }
+                self.stats.frames_returned += returned;
+                self.release(carrier);
                 Ok(())
             }
             crate::shard::RingItemKind::Frame(handle) => {
@@ -536,12 +541,17 @@ impl Shard {
     ) -> usize {
         let mut pushed = 0;
         let returns = &mut self.returns[to_shard];
-        while let Some(handle) = returns.pop() {
-            if let Err(item) = push(RingItem::returned(handle)) {
-                let RingItemKind::Returned(handle) = item.into_parts() else {
-                    unreachable!()
+        // Buffers go home in batches: one returned buffer carries up to 31 others.
+        while let Some(mut carrier) = returns.pop() {
+            let extra = returns.len().min(RETURN_BATCH_EXTRA_MAX);
+            let start = returns.len() - extra;
+            carrier.pack_returns(returns.drain(start..));
+            if let Err(item) = push(RingItem::returned(carrier)) {
+                let RingItemKind::Returned(mut carrier) = item.into_parts() else {
+                    unreachable!("a returned item stays a returned item")
                 };
-                returns.push(handle);
+                returns.extend(carrier.take_returns());
+                returns.push(carrier);
                 return pushed;
             }
             pushed += 1;
