@@ -240,6 +240,9 @@ struct AgentSlot {
     mailbox: Mailbox,
     /// Bit `c` set: the slot is on ready list `c`.
     ready_mask: u8,
+    /// Frames the agent sent to itself that wait for the next poll (they count against
+    /// its mailbox bound).
+    deferred_frames: usize,
     state: AgentState,
 }
 
@@ -280,6 +283,11 @@ pub struct Shard {
     /// The last agent a ring frame was queued for, and its slot: a flood to one agent
     /// skips the hash lookup. Cleared on undeploy.
     last_accepted: Option<(AgentId, u32)>,
+    /// Frames agents sent to themselves from their own handler, delivered at the start of
+    /// the next `poll_deliver`: a self-send is how an agent yields.
+    deferred: Vec<(u32, FrameHandle)>,
+    /// The slot whose handler is running.
+    running: Option<u32>,
     stats: ShardStats,
 }
 
@@ -318,6 +326,8 @@ impl Shard {
             outbound: (0..config.shards).map(|_| VecDeque::new()).collect(),
             returns: (0..config.shards).map(|_| Vec::new()).collect(),
             last_accepted: None,
+            deferred: Vec::new(),
+            running: None,
             stats: ShardStats::default(),
             config,
         }
@@ -357,13 +367,14 @@ impl Shard {
 
     /// Whether any message waits for an agent here.
     pub fn has_ready_work(&self) -> bool {
-        !self.ready.is_empty()
+        !self.ready.is_empty() || !self.deferred.is_empty()
     }
 
     /// Whether nothing is queued anywhere: no ready messages, no outbound frames and no
     /// buffers waiting to go home.
     pub fn is_idle(&self) -> bool {
         self.ready.is_empty()
+            && self.deferred.is_empty()
             && self.outbound.iter().all(VecDeque::is_empty)
             && self.returns.iter().all(Vec::is_empty)
     }
@@ -399,6 +410,7 @@ impl Shard {
             agent: Some(agent),
             mailbox: Mailbox::new(),
             ready_mask: 0,
+            deferred_frames: 0,
             state: AgentState::Running,
         };
         let index = match self.free_slots.pop() {
@@ -492,6 +504,7 @@ impl Shard {
 
     /// Runs up to `budget_messages` handler calls. Returns how many ran.
     pub fn poll_deliver(&mut self, now_ns: u64, budget_messages: usize) -> usize {
+        self.release_deferred();
         let mut handled = 0;
         while handled < budget_messages {
             let Some(class) = self.ready.next_class() else {
@@ -585,7 +598,8 @@ impl Shard {
                 self.stats.unknown_agent += 1;
                 return Err(SendError::UnknownAgent { to: header.to });
             };
-            if self.slots[index as usize].mailbox.len_frames()
+            let slot = &self.slots[index as usize];
+            if slot.mailbox.len_frames() + slot.deferred_frames
                 >= self.config.mailbox_capacity_frames
             {
                 self.stats.backpressure += 1;
@@ -607,6 +621,11 @@ impl Shard {
         };
         let frame = self.encode(header, payload)?;
         match local_slot {
+            Some(index) if self.running == Some(index) => {
+                self.stats.sent_local += 1;
+                self.slots[index as usize].deferred_frames += 1;
+                self.deferred.push((index, frame));
+            }
             Some(index) => {
                 self.stats.sent_local += 1;
                 self.enqueue(index, frame);
@@ -654,6 +673,27 @@ impl Shard {
         }
         self.enqueue(index, frame);
         Ok(())
+    }
+
+    /// Moves the frames agents sent to themselves during the last poll into their
+    /// mailboxes (or answers them, if the agent has gone since).
+    fn release_deferred(&mut self) {
+        if self.deferred.is_empty() {
+            return;
+        }
+        let mut deferred = std::mem::take(&mut self.deferred);
+        for (index, frame) in deferred.drain(..) {
+            let slot = &mut self.slots[index as usize];
+            slot.deferred_frames -= 1;
+            if slot.state == AgentState::Removed {
+                self.answer_undeliverable(frame, "agent undeployed");
+            } else {
+                self.enqueue(index, frame);
+            }
+        }
+        // Keep the allocation; anything deferred meanwhile (nothing runs here) is kept too.
+        deferred.append(&mut self.deferred);
+        self.deferred = deferred;
     }
 
     fn enqueue(&mut self, index: u32, frame: FrameHandle) {
@@ -754,6 +794,7 @@ impl Shard {
             return Err(AgentError::Failed("agent is not available".into()));
         };
         let id = slot.id;
+        let outer = self.running.replace(index);
         let mut ctx = Context {
             shard: self,
             agent: id,
@@ -770,6 +811,7 @@ impl Shard {
                 self.stats.handler_panics += 1;
                 Err(AgentError::Crashed(reason.into()))
             });
+        self.running = outer;
         self.slots[index as usize].agent = Some(agent);
         result
     }

@@ -232,3 +232,37 @@ fn undeploy_answers_queued_requests_and_forgets_the_agent() {
     assert_eq!(replies.len(), 1);
     assert_eq!(replies[0].0.performative, Performative::Failure);
 }
+
+/// Sends itself one message per message it handles, forever.
+struct Spinner;
+
+impl Agent for Spinner {
+    fn on_message(&mut self, _: &Message<'_>, ctx: &mut Context<'_>) -> Result<(), AgentError> {
+        let me = ctx.self_id();
+        ctx.send(me, Performative::Inform, b"again")
+            .map_err(|error| AgentError::Failed(error.to_string().into()))
+    }
+}
+
+#[test]
+fn a_message_to_oneself_waits_for_the_next_poll() {
+    let mut config = ShardConfig::new(0, 1);
+    config.mailbox_capacity_frames = 1;
+    let mut shard = Shard::new(config);
+    let spinner = AgentId::from_name("spinner");
+    shard.deploy(spinner, Box::new(Spinner), 0).unwrap();
+    shard.handle_send(&header(spinner, spinner), b"go").unwrap();
+    // Without the rule, one poll would spin through its whole budget on self-sends.
+    assert_eq!(shard.poll_deliver(0, 1000), 1);
+    assert!(
+        shard.has_ready_work(),
+        "the self-send waits for the next poll"
+    );
+    // The deferred frame counts against the mailbox bound: nothing else fits now.
+    let error = shard
+        .handle_send(&header(spinner, spinner), b"extra")
+        .unwrap_err();
+    assert!(error.is_backpressure());
+    assert_eq!(shard.poll_deliver(0, 1000), 1);
+    assert_eq!(shard.stats().handler_errors, 0);
+}
