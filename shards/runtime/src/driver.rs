@@ -208,7 +208,8 @@ impl Driver {
                     scratch.push(item);
                 });
                 for item in scratch.drain(..) {
-                    if !stalled.is_empty() {
+                    // Returns have no order to keep: they go home even behind a stall.
+                    if !stalled.is_empty() && !item.is_returned() {
                         stalled.push_back(item);
                         continue;
                     }
