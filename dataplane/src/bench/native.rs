@@ -28,6 +28,7 @@ use dataplane_shard::{id_on_shard, Agent, AgentError, Context, Message};
 
 use super::report::{OpenLoopSchedule, Recorder, SYSTEM_DATAPLANE};
 use super::{BenchResult, Suite, SuiteOptions};
+use crate::agents::Echo;
 
 /// Sends a flooding agent makes per kick before it yields to its peer.
 const FLOOD_SENDS_PER_KICK: u32 = 4096;
@@ -185,23 +186,6 @@ fn kick(ctx: &mut Context<'_>) -> Result<(), AgentError> {
     let me = ctx.self_id();
     ctx.send_with(header(me, Performative::Request, Priority::Low, 0), &[])
         .map_err(|error| AgentError::Failed(format!("self-kick refused: {error}").into()))
-}
-
-/// B in the latency workloads: replies with the request's payload.
-struct Echo;
-
-impl Agent for Echo {
-    fn on_message(
-        &mut self,
-        message: &Message<'_>,
-        ctx: &mut Context<'_>,
-    ) -> Result<(), AgentError> {
-        if !message.is_reply() {
-            ctx.reply(Performative::Inform, message.payload)
-                .map_err(|error| AgentError::Failed(error.to_string().into()))?;
-        }
-        Ok(())
-    }
 }
 
 // --- ping-pong -------------------------------------------------------------------------
