@@ -68,6 +68,7 @@ pub(crate) async fn run_shard(
     let mut driver = Driver {
         stalled: (0..shards).map(|_| VecDeque::new()).collect(),
         scratch: Vec::with_capacity(shared.config.ring_batch_frames),
+        returned: Vec::new(),
         report: ShardReport {
             shard,
             cpu: shared.config.cpus[shard],
@@ -103,6 +104,8 @@ struct Driver {
     stalled: Vec<VecDeque<RingItem>>,
     /// One ring batch on its way from the ring to the shard (capacity kept across polls).
     scratch: Vec<RingItem>,
+    /// Buffers that came home during this poll, freed at its end.
+    returned: Vec<RingItem>,
     waiter: AsyncWaiter,
     report: ShardReport,
 }
@@ -165,6 +168,11 @@ impl Driver {
             .core
             .poll_deliver(now_ns, self.shared.config.poll_budget_messages);
         work += self.transmit();
+        for item in self.returned.drain(..) {
+            // A returned buffer is always accepted.
+            let _ = self.core.handle_ring_item(item);
+            work += 1;
+        }
         work
     }
 
@@ -180,6 +188,7 @@ impl Driver {
             consumers,
             stalled,
             scratch,
+            returned,
             ..
         } = self;
         let mut work = 0;
@@ -208,8 +217,14 @@ impl Driver {
                     scratch.push(item);
                 });
                 for item in scratch.drain(..) {
-                    // Returns have no order to keep: they go home even behind a stall.
-                    if !stalled.is_empty() && !item.is_returned() {
+                    // Returns have no order to keep: they are freed at the end of the poll,
+                    // off the path of the frames next to them (a returned batch's count
+                    // sits in a line the other shard just wrote), and even behind a stall.
+                    if item.is_returned() {
+                        returned.push(item);
+                        continue;
+                    }
+                    if !stalled.is_empty() {
                         stalled.push_back(item);
                         continue;
                     }

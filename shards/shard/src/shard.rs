@@ -181,15 +181,12 @@ impl RingItem {
         RingItem(handle.into_raw() | RETURNED_BIT)
     }
 
-    /// Asks the CPU to start loading the frame this item carries (its first two cache
-    /// lines: block header, payload start and, for small frames, the header fields), so
-    /// that a batch of items can overlap their cache misses. A no-op for returned buffers,
-    /// whose owner reads only its own block header.
+    /// Asks the CPU to start loading the buffer this item carries (its first two cache
+    /// lines: block header, payload start and, for small frames, the header fields; for a
+    /// returned batch, the count and the first pointers), so that a batch of items can
+    /// overlap their cache misses.
     #[inline]
     pub fn prefetch(&self) {
-        if self.is_returned() {
-            return;
-        }
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
