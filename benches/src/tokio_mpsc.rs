@@ -146,18 +146,9 @@ pub fn run(suite: Suite, opts: &SuiteOptions) -> anyhow::Result<BenchResult> {
 /// `opts.cpus`, or the first `workers` CPUs of the calling thread's affinity mask (read
 /// before any worker pins itself). Empty when neither is known: workers then run unpinned.
 fn pick_cpus(opts: &SuiteOptions, workers: usize) -> Vec<core_affinity::CoreId> {
-    if !opts.cpus.is_empty() {
-        return opts
-            .cpus
-            .iter()
-            .take(workers)
-            .map(|&id| core_affinity::CoreId { id })
-            .collect();
-    }
-    core_affinity::get_core_ids()
-        .unwrap_or_default()
+    dataplane::bench::pick_cpus(opts, workers)
         .into_iter()
-        .take(workers)
+        .map(|id| core_affinity::CoreId { id })
         .collect()
 }
 

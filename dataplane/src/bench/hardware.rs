@@ -106,15 +106,11 @@ pub fn run(opts: &SuiteOptions) -> BenchResult {
 
 /// The two CPUs to pin to, ping first, or `None` when fewer than two are usable.
 fn pick_cpus(opts: &SuiteOptions) -> Option<[core_affinity::CoreId; 2]> {
-    if let [ping, pong, ..] = opts.cpus[..] {
-        return Some([
+    match super::pick_cpus(opts, 2)[..] {
+        [ping, pong] => Some([
             core_affinity::CoreId { id: ping },
             core_affinity::CoreId { id: pong },
-        ]);
-    }
-    // Read on the calling thread, before either benchmark thread pins itself.
-    match core_affinity::get_core_ids()?[..] {
-        [ping, pong, ..] => Some([ping, pong]),
+        ]),
         _ => None,
     }
 }

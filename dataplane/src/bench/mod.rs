@@ -68,3 +68,17 @@ impl Default for SuiteOptions {
         }
     }
 }
+
+/// The CPUs a suite pins its threads to, in order: `opts.cpus`, or else the calling
+/// thread's affinity mask (read before any benchmark thread pins itself:
+/// `core_affinity::get_core_ids` reports the caller's mask), at most `count` of them. May
+/// return fewer than `count`; each suite decides what that means for it.
+pub fn pick_cpus(opts: &SuiteOptions, count: usize) -> Vec<usize> {
+    let cpus: Vec<usize> = if opts.cpus.is_empty() {
+        let ids = core_affinity::get_core_ids().unwrap_or_default();
+        ids.into_iter().map(|id| id.id).collect()
+    } else {
+        opts.cpus.clone()
+    };
+    cpus.into_iter().take(count).collect()
+}

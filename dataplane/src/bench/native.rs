@@ -62,27 +62,15 @@ pub fn run(suite: Suite, opts: &SuiteOptions) -> anyhow::Result<BenchResult> {
     })
 }
 
-/// CPUs for `shards` shards: `opts.cpus`, or the first CPUs of the process's mask.
+/// CPUs for `shards` shards (see [`super::pick_cpus`]); an error if there are too few.
 fn pick_cpus(opts: &SuiteOptions, shards: usize) -> anyhow::Result<Vec<usize>> {
-    let mut cpus: Vec<usize> = if opts.cpus.is_empty() {
-        // Read before any thread of ours is pinned (core_affinity reports the calling
-        // thread's mask).
-        let ids =
-            core_affinity::get_core_ids().ok_or_else(|| anyhow!("cannot read CPU affinity"))?;
-        ids.into_iter().map(|id| id.id).collect()
-    } else {
-        opts.cpus.clone()
-    };
+    let cpus = super::pick_cpus(opts, shards);
     if cpus.len() < shards {
         bail!(
-            "{} shards need {} CPUs, only {} usable: {:?}",
-            shards,
-            shards,
-            cpus.len(),
-            cpus
+            "{shards} shards need {shards} CPUs, only {} usable: {cpus:?}",
+            cpus.len()
         );
     }
-    cpus.truncate(shards);
     Ok(cpus)
 }
 
