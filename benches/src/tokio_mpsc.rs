@@ -128,19 +128,14 @@ pub fn run(suite: Suite, opts: &SuiteOptions) -> anyhow::Result<BenchResult> {
     })?;
     let (messages, elapsed) = runtime.block_on(flood(duration, payload))?;
     let seconds = elapsed.as_secs_f64();
-    Ok(BenchResult {
-        suite: suite.name().to_string(),
-        system: SYSTEM_TOKIO_MPSC.to_string(),
-        shards: workers,
+    Ok(BenchResult::new(
+        suite.name(),
+        SYSTEM_TOKIO_MPSC,
+        workers,
         messages,
         seconds,
-        throughput_msgs_per_s: if seconds > 0.0 {
-            messages as f64 / seconds
-        } else {
-            0.0
-        },
-        latency_ns: recorder.latency_ns(),
-    })
+        recorder.latency_ns(),
+    ))
 }
 
 /// `opts.cpus`, or the first `workers` CPUs of the calling thread's affinity mask (read

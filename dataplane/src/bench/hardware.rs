@@ -89,19 +89,14 @@ pub fn run(opts: &SuiteOptions) -> BenchResult {
 
     let messages = round_trips * 2;
     let seconds = elapsed.as_secs_f64();
-    BenchResult {
-        suite: Suite::Hardware.name().to_string(),
-        system: SYSTEM_HARDWARE.to_string(),
-        shards: 2,
+    BenchResult::new(
+        Suite::Hardware.name(),
+        SYSTEM_HARDWARE,
+        2,
         messages,
         seconds,
-        throughput_msgs_per_s: if seconds > 0.0 {
-            messages as f64 / seconds
-        } else {
-            0.0
-        },
-        latency_ns: recorder.latency_ns(),
-    }
+        recorder.latency_ns(),
+    )
 }
 
 /// The two CPUs to pin to, ping first, or `None` when fewer than two are usable.

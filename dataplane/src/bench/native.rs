@@ -51,15 +51,14 @@ pub fn run(suite: Suite, opts: &SuiteOptions) -> anyhow::Result<BenchResult> {
         Some(rate) => fixed_rate(&cpus, &placement, opts, rate)?,
     };
     let (messages, seconds) = flood(&cpus, &placement, opts)?;
-    Ok(BenchResult {
-        suite: suite.name().to_owned(),
-        system: SYSTEM_DATAPLANE.to_owned(),
+    Ok(BenchResult::new(
+        suite.name(),
+        SYSTEM_DATAPLANE,
         shards,
         messages,
         seconds,
-        throughput_msgs_per_s: messages as f64 / seconds,
-        latency_ns: latency.latency_ns(),
-    })
+        latency.latency_ns(),
+    ))
 }
 
 /// CPUs for `shards` shards (see [`super::pick_cpus`]); an error if there are too few.

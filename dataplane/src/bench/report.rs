@@ -120,6 +120,32 @@ impl BenchResult {
         serde_json::to_string(self).expect("BenchResult serializes to JSON")
     }
 
+    /// A result whose throughput is `messages / seconds` (0 when no time passed, so a
+    /// run that moved nothing never reports infinity).
+    pub fn new(
+        suite: &str,
+        system: &str,
+        shards: usize,
+        messages: u64,
+        seconds: f64,
+        latency_ns: LatencyNs,
+    ) -> Self {
+        let throughput_msgs_per_s = if seconds > 0.0 {
+            messages as f64 / seconds
+        } else {
+            0.0
+        };
+        Self {
+            suite: suite.to_owned(),
+            system: system.to_owned(),
+            shards,
+            messages,
+            seconds,
+            throughput_msgs_per_s,
+            latency_ns,
+        }
+    }
+
     /// One-way latency median in nanoseconds: half the round-trip median.
     pub fn one_way_p50_ns(&self) -> f64 {
         self.latency_ns.p50 as f64 / 2.0
