@@ -258,7 +258,8 @@ impl Driver {
         work
     }
 
-    /// Sleeps on the doorbell unless work is pending (see `Consumer::set_parked`).
+    /// Sleeps on the doorbell unless work is pending (see `Consumer::set_parked`), for at
+    /// most `park_timeout` and not past the shard's next timer (`Shard::next_timer_ns`).
     async fn park(&mut self) {
         let mut announced = 0;
         let mut may_sleep = true;
@@ -274,9 +275,15 @@ impl Driver {
             && (0..self.core.config().shards).all(|to| !self.core.wants_transmit(to))
             && self.stalled.iter().all(VecDeque::is_empty)
             && !self.shared.stop.load(Ordering::Acquire);
+        // Wake up in time to restart the crashed agent whose back-off ends first.
+        let mut timeout = self.shared.config.park_timeout;
+        if let Some(deadline_ns) = self.core.next_timer_ns().filter(|_| may_sleep) {
+            let left_ns = deadline_ns.saturating_sub(self.now_ns());
+            may_sleep = left_ns > 0;
+            timeout = timeout.min(std::time::Duration::from_nanos(left_ns));
+        }
         if may_sleep {
             self.report.parks += 1;
-            let timeout = self.shared.config.park_timeout;
             let waiter = &mut self.waiter;
             futures_lite::future::or(
                 async {

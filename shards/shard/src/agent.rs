@@ -68,13 +68,29 @@ pub trait Agent: 'static {
     }
 
     /// Handles one message. Sends and replies go through `ctx`; an error is counted and,
-    /// for a request, answered with a `failure` reply that names it.
+    /// for a request, answered with a `failure` reply that names it. A
+    /// [`AgentError::Crashed`] (or a panic) also puts the agent through the shard's
+    /// restart policy; an [`AgentError::Failed`] fails this message only.
     fn on_message(
         &mut self,
         message: &Message<'_>,
         ctx: &mut Context<'_>,
     ) -> Result<(), AgentError>;
 
-    /// Called once when the agent is undeployed or the shard stops.
+    /// Called once when the agent is undeployed, replaced or the shard stops, if it is
+    /// running (not after a crash it has not been restarted from).
     fn on_stop(&mut self, _ctx: &mut Context<'_>) {}
+
+    /// Rebuilds the agent after a crash, when its back-off has expired (see
+    /// [`RestartPolicy`](crate::RestartPolicy)): it should start from scratch, as a fresh
+    /// deployment would, including whatever its `on_start` does (the WASM adapter creates a
+    /// fresh instance and runs its init again). The messages queued meanwhile are delivered
+    /// after it returns `Ok`. An error or a panic counts as another crash: the agent waits
+    /// out a longer back-off, or is stopped.
+    ///
+    /// The default refuses, so an agent that cannot rebuild itself runs through its
+    /// back-offs and is then stopped.
+    fn restart(&mut self, _ctx: &mut Context<'_>) -> Result<(), AgentError> {
+        Err(AgentError::Failed("restart not supported".into()))
+    }
 }

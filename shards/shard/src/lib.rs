@@ -1,4 +1,5 @@
-//! The sans-IO core of a shard: agents, mailboxes, routing and the frame pool.
+//! The sans-IO core of a shard: agents, mailboxes, routing, the frame pool and the
+//! restart policy for crashed agents.
 //!
 //! Nothing here touches threads, rings, sockets or clocks; the runtime crate drives a
 //! [`Shard`] and moves its [`RingItem`]s. That is what lets the tests run whole meshes of
@@ -46,6 +47,7 @@
 pub mod agent;
 mod mailbox;
 pub mod pool;
+mod restart;
 pub mod routing;
 mod shard;
 mod stats;
@@ -53,6 +55,9 @@ mod stats;
 pub use agent::{Agent, AgentError, Message};
 pub use mailbox::CLASSES;
 pub use pool::{FrameHandle, FramePool, PoolError, Released};
+pub use restart::{AgentState, AgentStatus, RestartPolicy};
 pub use routing::{id_on_shard, owner_shard, SHARDS_MAX};
-pub use shard::{Context, DeployError, RingItem, RingItemKind, SendError, Shard, ShardConfig};
+pub use shard::{
+    Context, DeployError, ReplaceError, RingItem, RingItemKind, SendError, Shard, ShardConfig,
+};
 pub use stats::ShardStats;

@@ -13,16 +13,23 @@
 //! or is queued; a frame from a ring that cannot be queued yet is handed back to the driver
 //! (`Err(item)`), which keeps it and offers it again later (back-pressure propagates to
 //! the sender through the ring filling up).
+//!
+//! A crashed agent is restarted after a back-off, or stopped, by the [`RestartPolicy`] in
+//! [`ShardConfig::restart`]; its queued messages wait for the restart. The back-off
+//! deadlines are the shard's only timers: [`Shard::next_timer_ns`] tells the driver how
+//! long it may sleep.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{self, AssertUnwindSafe};
 
 use dataplane_frame::{AgentId, Flags, FrameError, Header, Performative, Priority};
 
 use crate::agent::{Agent, AgentError, Message};
-use crate::mailbox::{Mailbox, ReadyLists};
+use crate::mailbox::{Mailbox, ReadyLists, CLASSES};
 use crate::pool::{FrameHandle, FramePool, PoolError, Released, RETURN_BATCH_EXTRA_MAX};
+use crate::restart::{format_ns, AgentState, AgentStatus, CrashHistory, RestartPolicy, Verdict};
 use crate::routing::{owner_shard, SHARDS_MAX};
 use crate::stats::ShardStats;
 
@@ -47,6 +54,8 @@ pub struct ShardConfig {
     pub starvation_limit_passes: u32,
     /// Agents this shard hosts at most.
     pub agents_max: usize,
+    /// What happens to an agent that crashes.
+    pub restart: RestartPolicy,
 }
 
 impl ShardConfig {
@@ -62,6 +71,7 @@ impl ShardConfig {
             agent_burst_messages: 32,
             starvation_limit_passes: 32,
             agents_max: 100_000,
+            restart: RestartPolicy::DEFAULT,
         }
     }
 }
@@ -148,6 +158,41 @@ pub enum DeployError {
         /// Why.
         source: AgentError,
     },
+    /// No agent with this id is deployed here (to replace).
+    #[error("agent {agent} is not deployed")]
+    NotFound {
+        /// The agent.
+        agent: AgentId,
+    },
+}
+
+/// A [`Shard::replace`] that was refused: why, and the agent that was not installed. The
+/// agent in place, if any, was not touched.
+pub struct ReplaceError {
+    /// Why.
+    pub error: DeployError,
+    /// The agent that was offered, handed back.
+    pub agent: Box<dyn Agent>,
+}
+
+impl std::fmt::Debug for ReplaceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplaceError")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Display for ReplaceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for ReplaceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.error)
+    }
 }
 
 /// What travels through a ring: a frame for this shard, or a buffer coming home.
@@ -221,13 +266,26 @@ impl RingItem {
     }
 }
 
+/// A slot's state: the public [`AgentState`] plus `Removed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum AgentState {
+enum Life {
     Running,
-    /// Crashed: its messages are answered with `failure` (restart policy: WASM issue).
-    Failed,
+    /// Crashed; waits for its back-off to end. Its mailbox is kept but it is on no ready
+    /// list: a ready list that still holds it (from before the crash) skips it.
+    Restarting {
+        until_ns: u64,
+    },
+    /// Crashed too often: its messages are answered (`answer_undeliverable`), not handled.
+    Stopped,
     /// Undeployed; the slot is reused once no ready list refers to it.
     Removed,
+}
+
+impl Life {
+    /// Whether frames popped from its mailbox are dispatched (handled or answered).
+    fn dispatches(self) -> bool {
+        matches!(self, Life::Running | Life::Stopped)
+    }
 }
 
 struct AgentSlot {
@@ -240,7 +298,9 @@ struct AgentSlot {
     /// Frames the agent sent to itself that wait for the next poll (they count against
     /// its mailbox bound).
     deferred_frames: usize,
-    state: AgentState,
+    state: Life,
+    /// Crash bookkeeping: `None` until the agent first crashes (keeps the slot small).
+    history: Option<Box<CrashHistory>>,
 }
 
 /// A hasher for agent ids, which are already hashes: one multiply-xorshift round.
@@ -285,6 +345,12 @@ pub struct Shard {
     deferred: Vec<(u32, FrameHandle)>,
     /// The slot whose handler is running.
     running: Option<u32>,
+    /// Back-off deadlines `(until_ns, slot)`, earliest on top. An entry is live while its
+    /// slot is `Restarting { until_ns }`; stale entries are skipped when popped, and the
+    /// top is always live (`prune_timers`), so `next_timer_ns` is exact.
+    timers: BinaryHeap<Reverse<(u64, u32)>>,
+    /// Slots whose back-off expired in this poll (allocation kept across polls).
+    due: Vec<u32>,
     stats: ShardStats,
 }
 
@@ -325,6 +391,8 @@ impl Shard {
             last_accepted: None,
             deferred: Vec::new(),
             running: None,
+            timers: BinaryHeap::new(),
+            due: Vec::new(),
             stats: ShardStats::default(),
             config,
         }
@@ -362,16 +430,50 @@ impl Shard {
         self.index.contains_key(&agent)
     }
 
-    /// Whether any message waits for an agent here.
+    /// The ids of the agents deployed here, in no particular order.
+    pub fn agent_ids(&self) -> impl Iterator<Item = AgentId> + '_ {
+        self.index.keys().copied()
+    }
+
+    /// The state, restart counts and queue length of `agent`, if it is deployed here.
+    pub fn agent_status(&self, agent: AgentId) -> Option<AgentStatus> {
+        let &index = self.index.get(&agent)?;
+        let slot = &self.slots[index as usize];
+        let state = match slot.state {
+            Life::Running => AgentState::Running,
+            Life::Restarting { until_ns } => AgentState::Restarting { until_ns },
+            Life::Stopped => AgentState::Stopped,
+            Life::Removed => return None,
+        };
+        let history = slot.history.as_deref();
+        Some(AgentStatus {
+            state,
+            restarts: history.map_or(0, |history| history.restarts),
+            crashes_in_window: history.map_or(0, CrashHistory::crashes_in_window),
+            queued_frames: slot.mailbox.len_frames() + slot.deferred_frames,
+        })
+    }
+
+    /// The earliest back-off deadline of a crashed agent, on the driver's clock: the
+    /// driver should call [`Shard::poll_deliver`] at or after it even if nothing else
+    /// happens (it bounds how long the driver sleeps). `None`: no agent is waiting.
+    pub fn next_timer_ns(&self) -> Option<u64> {
+        self.timers.peek().map(|&Reverse((until_ns, _))| until_ns)
+    }
+
+    /// Whether a message waits for an agent here that the next `poll_deliver` may
+    /// deliver. Messages kept for an agent in back-off do not count: see
+    /// [`Shard::next_timer_ns`].
     pub fn has_ready_work(&self) -> bool {
         !self.ready.is_empty() || !self.deferred.is_empty()
     }
 
-    /// Whether nothing is queued anywhere: no ready messages, no outbound frames and no
-    /// buffers waiting to go home.
+    /// Whether nothing is queued anywhere: no ready messages, no outbound frames, no
+    /// buffers waiting to go home and no agent waiting out a back-off.
     pub fn is_idle(&self) -> bool {
         self.ready.is_empty()
             && self.deferred.is_empty()
+            && self.timers.is_empty()
             && self.outbound.iter().all(VecDeque::is_empty)
             && self.returns.iter().all(Vec::is_empty)
     }
@@ -408,7 +510,8 @@ impl Shard {
             mailbox: Mailbox::new(),
             ready_mask: 0,
             deferred_frames: 0,
-            state: AgentState::Running,
+            state: Life::Running,
+            history: None,
         };
         let index = match self.free_slots.pop() {
             Some(index) => {
@@ -429,14 +532,16 @@ impl Shard {
         Ok(())
     }
 
-    /// Removes an agent: its `on_stop` runs and every message still queued for it is
-    /// answered (requests get a `failure` reply) and released. Returns whether it existed.
+    /// Removes an agent: its `on_stop` runs (if it is running: not after a crash) and
+    /// every message still queued for it is answered (requests get a `failure` reply) and
+    /// released. Works in every state, back-off and stopped included. Returns whether it
+    /// existed.
     pub fn undeploy(&mut self, id: AgentId, now_ns: u64) -> bool {
         let Some(index) = self.index.get(&id).copied() else {
             return false;
         };
         self.last_accepted = None;
-        if self.slots[index as usize].state != AgentState::Removed {
+        if self.slots[index as usize].state == Life::Running {
             self.with_agent(index, None, now_ns, |agent, ctx| {
                 agent.on_stop(ctx);
                 Ok(())
@@ -445,21 +550,86 @@ impl Shard {
         }
         self.index.remove(&id);
         let queued: Vec<FrameHandle> = self.slots[index as usize].mailbox.drain().collect();
+        let reason = format!("agent undeployed: {id}");
         for frame in queued {
-            self.answer_undeliverable(frame, "agent undeployed");
+            self.answer_undeliverable(frame, &reason);
         }
         let slot = &mut self.slots[index as usize];
         slot.agent = None;
-        slot.state = AgentState::Removed;
+        slot.history = None;
+        slot.state = Life::Removed;
+        // A back-off timer for the slot is stale now.
+        self.prune_timers();
         // The slot may still sit on ready lists; `poll_deliver` skips removed slots and
         // frees the slot once no list refers to it (mask cleared).
+        let slot = &self.slots[index as usize];
         if slot.ready_mask == 0 {
             self.free_slots.push(index);
         }
         true
     }
 
-    /// Stops every agent (their `on_stop` runs) and answers what was queued for them.
+    /// Hot swap: installs `agent` in place of the agent deployed under `id`, keeping its
+    /// mailbox, so messages queued before and during the swap go to the new code.
+    ///
+    /// The new agent's `on_start` runs first. If it fails, nothing changes: the old agent
+    /// stays in place, in its state, and the new one is handed back in the error. If it
+    /// succeeds, the old agent's `on_stop` runs (if it was running: not after a crash),
+    /// the new one is installed as running with a fresh restart history, and the old one
+    /// is returned for the caller to drop where it likes. It works in every state: a swap
+    /// ends a back-off and revives a stopped agent.
+    pub fn replace(
+        &mut self,
+        id: AgentId,
+        agent: Box<dyn Agent>,
+        now_ns: u64,
+    ) -> Result<Box<dyn Agent>, ReplaceError> {
+        // The agent is out of its slot only while its own handler runs, which cannot
+        // call this; a removed slot is not in the index.
+        let old = self
+            .index
+            .get(&id)
+            .and_then(|&index| Some((index, self.slots[index as usize].agent.take()?)));
+        let Some((index, mut old)) = old else {
+            return Err(ReplaceError {
+                error: DeployError::NotFound { agent: id },
+                agent,
+            });
+        };
+        // Both run with the agent's own context: their self-sends wait for the next poll
+        // and then go to whichever agent is in the slot.
+        let mut agent = agent;
+        let started = self.call_agent(index, agent.as_mut(), None, now_ns, |agent, ctx| {
+            agent.on_start(ctx)
+        });
+        if let Err(source) = started {
+            self.slots[index as usize].agent = Some(old);
+            return Err(ReplaceError {
+                error: DeployError::Start { agent: id, source },
+                agent,
+            });
+        }
+        if self.slots[index as usize].state == Life::Running {
+            self.call_agent(index, old.as_mut(), None, now_ns, |agent, ctx| {
+                agent.on_stop(ctx);
+                Ok(())
+            })
+            .ok();
+        }
+        let slot = &mut self.slots[index as usize];
+        slot.agent = Some(agent);
+        let was_restarting = matches!(slot.state, Life::Restarting { .. });
+        slot.state = Life::Running;
+        slot.history = None;
+        if was_restarting {
+            self.prune_timers();
+        }
+        self.make_ready(index);
+        Ok(old)
+    }
+
+    /// Undeploys every agent (the running ones' `on_stop` runs) and answers what was
+    /// queued for them.
     pub fn stop_all(&mut self, now_ns: u64) {
         let ids: Vec<AgentId> = self.index.keys().copied().collect();
         for id in ids {
@@ -499,9 +669,12 @@ impl Shard {
 
     // --- Work ------------------------------------------------------------------------
 
-    /// Runs up to `budget_messages` handler calls. Returns how many ran.
+    /// Restarts the crashed agents whose back-off has expired by `now_ns`, then delivers
+    /// up to `budget_messages` messages (handler calls, or answers for a stopped agent).
+    /// Returns how many were delivered.
     pub fn poll_deliver(&mut self, now_ns: u64, budget_messages: usize) -> usize {
         self.release_deferred();
+        self.restart_due(now_ns);
         let mut handled = 0;
         while handled < budget_messages {
             let Some(class) = self.ready.next_class() else {
@@ -517,7 +690,8 @@ impl Shard {
                 .max(1);
             for _ in 0..burst {
                 let slot = &mut self.slots[index as usize];
-                if slot.state == AgentState::Removed {
+                // A slot in back-off (crashed before or during this turn) keeps its frames.
+                if !slot.state.dispatches() {
                     break;
                 }
                 let Some(frame) = slot.mailbox.pop(class) else {
@@ -527,11 +701,13 @@ impl Shard {
                 handled += 1;
             }
             let slot = &mut self.slots[index as usize];
-            if slot.state != AgentState::Removed && slot.mailbox.has(class) {
+            if slot.state.dispatches() && slot.mailbox.has(class) {
                 self.ready.push(class, index);
             } else {
+                // Off this list: empty, removed, or in back-off (`make_ready` puts it back
+                // after the restart).
                 slot.ready_mask &= !(1 << class);
-                if slot.state == AgentState::Removed && slot.ready_mask == 0 {
+                if slot.state == Life::Removed && slot.ready_mask == 0 {
                     self.free_slots.push(index);
                 }
             }
@@ -682,8 +858,9 @@ impl Shard {
         for (index, frame) in deferred.drain(..) {
             let slot = &mut self.slots[index as usize];
             slot.deferred_frames -= 1;
-            if slot.state == AgentState::Removed {
-                self.answer_undeliverable(frame, "agent undeployed");
+            if slot.state == Life::Removed {
+                let reason = format!("agent undeployed: {}", slot.id);
+                self.answer_undeliverable(frame, &reason);
             } else {
                 self.enqueue(index, frame);
             }
@@ -693,14 +870,110 @@ impl Shard {
         self.deferred = deferred;
     }
 
+    /// Queues a frame in a slot's mailbox (the caller has checked the bound) and, unless
+    /// the agent waits out a back-off, puts the slot on the frame's ready list.
     fn enqueue(&mut self, index: u32, frame: FrameHandle) {
         let class = frame.frame().priority().index();
         let slot = &mut self.slots[index as usize];
         slot.mailbox.push(class, frame);
         let bit = 1u8 << class;
-        if slot.ready_mask & bit == 0 {
+        if slot.ready_mask & bit == 0 && slot.state.dispatches() {
             slot.ready_mask |= bit;
             self.ready.push(class, index);
+        }
+    }
+
+    /// Puts a slot on the ready list of every class it has frames of and is not on yet
+    /// (after a restart or a swap). Invariant: bit `c` of `ready_mask` is set exactly
+    /// while the slot is on ready list `c`, once.
+    fn make_ready(&mut self, index: u32) {
+        let slot = &mut self.slots[index as usize];
+        for class in 0..CLASSES {
+            let bit = 1u8 << class;
+            if slot.mailbox.has(class) && slot.ready_mask & bit == 0 {
+                slot.ready_mask |= bit;
+                self.ready.push(class, index);
+            }
+        }
+    }
+
+    /// Calls `Agent::restart` on every agent whose back-off has expired by `now_ns`.
+    /// Deadlines set by a restart that fails here wait for the next poll, even with a zero
+    /// back-off, so this always ends.
+    fn restart_due(&mut self, now_ns: u64) {
+        let mut due = std::mem::take(&mut self.due);
+        while let Some(&Reverse((until_ns, index))) = self.timers.peek() {
+            if until_ns > now_ns {
+                break;
+            }
+            self.timers.pop();
+            if self.slots[index as usize].state == (Life::Restarting { until_ns }) {
+                due.push(index);
+            }
+        }
+        for &index in &due {
+            match self.with_agent(index, None, now_ns, |agent, ctx| agent.restart(ctx)) {
+                Ok(()) => {
+                    let slot = &mut self.slots[index as usize];
+                    slot.state = Life::Running;
+                    if let Some(history) = slot.history.as_deref_mut() {
+                        history.restarts = history.restarts.saturating_add(1);
+                    }
+                    self.stats.agent_restarts += 1;
+                    self.make_ready(index);
+                }
+                Err(error) => self.crashed(index, now_ns, &error),
+            }
+        }
+        due.clear();
+        self.due = due;
+        self.prune_timers();
+    }
+
+    /// Drops stale entries from the top of the timer heap, so that its top is live.
+    fn prune_timers(&mut self) {
+        while let Some(&Reverse((until_ns, index))) = self.timers.peek() {
+            if self.slots[index as usize].state == (Life::Restarting { until_ns }) {
+                return;
+            }
+            self.timers.pop();
+        }
+    }
+
+    /// The agent in slot `index` crashed at `now_ns` (in a handler or in `restart`):
+    /// starts its back-off, or stops it.
+    fn crashed(&mut self, index: u32, now_ns: u64, error: &AgentError) {
+        let policy = self.config.restart;
+        let slot = &mut self.slots[index as usize];
+        let history = slot.history.get_or_insert_with(Box::default);
+        match history.record_crash(&policy, now_ns) {
+            Verdict::Restart { until_ns } => {
+                slot.state = Life::Restarting { until_ns };
+                self.timers.push(Reverse((until_ns, index)));
+            }
+            Verdict::Stop { crashes } => {
+                let reason = if policy.max_restarts == 0 {
+                    format!(
+                        "agent {} stopped after a crash (restarts disabled): {error}",
+                        slot.id
+                    )
+                } else {
+                    format!(
+                        "agent {} stopped after {crashes} crashes in {}: {error}",
+                        slot.id,
+                        format_ns(policy.window_ns)
+                    )
+                };
+                slot.state = Life::Stopped;
+                self.stats.agents_stopped += 1;
+                let queued: Vec<FrameHandle> = slot.mailbox.drain().collect();
+                for frame in queued {
+                    self.answer_undeliverable(frame, &reason);
+                }
+                if let Some(history) = self.slots[index as usize].history.as_deref_mut() {
+                    history.stop_reason = Some(reason.into_boxed_str());
+                }
+            }
         }
     }
 
@@ -723,12 +996,12 @@ impl Shard {
         }
     }
 
-    /// Answers a queued frame that will not be handled (agent gone or failed).
+    /// Answers a queued frame that will not be handled (agent gone or stopped): a request
+    /// gets a `failure` reply carrying `reason`.
     fn answer_undeliverable(&mut self, frame: FrameHandle, reason: &str) {
         let header = frame.frame().header();
         if !header.flags.contains(Flags::REPLY) {
-            let reason = format!("{reason}: {}", header.to);
-            if self.send_error_reply(&header, &reason).is_err() {
+            if self.send_error_reply(&header, reason).is_err() {
                 self.stats.undeliverable_replies += 1;
             }
         } else {
@@ -757,21 +1030,40 @@ impl Shard {
             header,
             payload: archived.payload(),
         };
-        if self.slots[index as usize].state == AgentState::Failed {
-            self.answer_undeliverable(frame, "agent failed");
+        if self.slots[index as usize].state == Life::Stopped {
+            let reason = self.slots[index as usize]
+                .history
+                .as_deref()
+                .and_then(|history| history.stop_reason.as_deref())
+                .unwrap_or("agent stopped")
+                .to_owned();
+            self.answer_undeliverable(frame, &reason);
             return;
         }
         let result = self.with_agent(index, Some(&header), now_ns, |agent, ctx| {
             agent.on_message(&message, ctx)
         });
         self.stats.messages_handled += 1;
-        if let Err(error) = result {
-            self.stats.handler_errors += 1;
-            if matches!(error, AgentError::Crashed(_)) {
-                self.slots[index as usize].state = AgentState::Failed;
+        match result {
+            Ok(()) => {
+                if let Some(history) = self.slots[index as usize].history.as_deref_mut() {
+                    history.record_success();
+                }
             }
-            if !header.flags.contains(Flags::REPLY) {
-                let _ = self.send_error_reply(&header, &error.to_string());
+            Err(error) => {
+                self.stats.handler_errors += 1;
+                // This message is answered, never redelivered; then the policy decides.
+                if !header.flags.contains(Flags::REPLY)
+                    && self.send_error_reply(&header, &error.to_string()).is_err()
+                {
+                    self.stats.undeliverable_replies += 1;
+                }
+                if matches!(error, AgentError::Crashed(_)) {
+                    self.crashed(index, now_ns, &error);
+                } else if let Some(history) = self.slots[index as usize].history.as_deref_mut() {
+                    // A handler error is not a crash: the back-off starts over.
+                    history.record_success();
+                }
             }
         }
         self.release(frame);
@@ -786,11 +1078,26 @@ impl Shard {
         now_ns: u64,
         f: impl FnOnce(&mut dyn Agent, &mut Context<'_>) -> Result<(), AgentError>,
     ) -> Result<(), AgentError> {
-        let slot = &mut self.slots[index as usize];
-        let Some(mut agent) = slot.agent.take() else {
+        let Some(mut agent) = self.slots[index as usize].agent.take() else {
             return Err(AgentError::Failed("agent is not available".into()));
         };
-        let id = slot.id;
+        let result = self.call_agent(index, agent.as_mut(), current, now_ns, f);
+        self.slots[index as usize].agent = Some(agent);
+        result
+    }
+
+    /// Runs `f` on `agent` with the context of the agent in slot `index` (the slot's own
+    /// agent, taken out by `with_agent`, or the one a swap is replacing); a panic becomes
+    /// `AgentError::Crashed`.
+    fn call_agent(
+        &mut self,
+        index: u32,
+        agent: &mut dyn Agent,
+        current: Option<&Header>,
+        now_ns: u64,
+        f: impl FnOnce(&mut dyn Agent, &mut Context<'_>) -> Result<(), AgentError>,
+    ) -> Result<(), AgentError> {
+        let id = self.slots[index as usize].id;
         let outer = self.running.replace(index);
         let mut ctx = Context {
             shard: self,
@@ -798,8 +1105,8 @@ impl Shard {
             current: current.copied(),
             now_ns,
         };
-        let result = panic::catch_unwind(AssertUnwindSafe(|| f(agent.as_mut(), &mut ctx)))
-            .unwrap_or_else(|payload| {
+        let result = panic::catch_unwind(AssertUnwindSafe(|| f(agent, &mut ctx))).unwrap_or_else(
+            |payload| {
                 let reason = payload
                     .downcast_ref::<&str>()
                     .map(|s| (*s).to_owned())
@@ -807,9 +1114,9 @@ impl Shard {
                     .unwrap_or_else(|| "panic".to_owned());
                 self.stats.handler_panics += 1;
                 Err(AgentError::Crashed(reason.into()))
-            });
+            },
+        );
         self.running = outer;
-        self.slots[index as usize].agent = Some(agent);
         result
     }
 }

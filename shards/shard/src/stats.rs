@@ -26,6 +26,10 @@ pub struct ShardStats {
     pub stalled_deliveries: u64,
     /// Handler calls that returned an error.
     pub handler_errors: u64,
-    /// Handler calls that panicked.
+    /// Agent calls (handlers, `on_start`, `restart`, `on_stop`) that panicked.
     pub handler_panics: u64,
+    /// Crashed agents restarted successfully.
+    pub agent_restarts: u64,
+    /// Agents stopped for crashing too often (restart policy).
+    pub agents_stopped: u64,
 }

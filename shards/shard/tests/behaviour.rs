@@ -1,5 +1,5 @@
 //! What a shard does with bad or unlucky input: unknown agents, full mailboxes, failing
-//! and panicking handlers, undeploy with queued messages. Two shards are driven by hand;
+//! and panicking handlers (restarts: tests/restart.rs), undeploy with queued messages. Two shards are driven by hand;
 //! ring items move between them through plain vectors.
 
 use std::cell::RefCell;
@@ -7,7 +7,8 @@ use std::rc::Rc;
 
 use dataplane_frame::{AgentId, Flags, Header, Performative, Priority};
 use dataplane_shard::{
-    id_on_shard, Agent, AgentError, Context, Message, RingItem, SendError, Shard, ShardConfig,
+    id_on_shard, Agent, AgentError, Context, Message, RestartPolicy, RingItem, SendError, Shard,
+    ShardConfig,
 };
 
 type Inbox = Rc<RefCell<Vec<(Header, Vec<u8>)>>>;
@@ -169,7 +170,10 @@ fn a_ring_frame_for_a_full_mailbox_is_handed_back() {
 
 #[test]
 fn failing_and_panicking_handlers_are_contained() {
-    let mut shard = Shard::new(ShardConfig::new(0, 1));
+    // No restarts: the panic stops the victim at once (tests/restart.rs covers restarts).
+    let mut config = ShardConfig::new(0, 1);
+    config.restart = RestartPolicy::NEVER;
+    let mut shard = Shard::new(config);
     let (me, victim, neighbour) = (
         AgentId::from_name("me"),
         AgentId::from_name("victim"),
@@ -197,13 +201,17 @@ fn failing_and_panicking_handlers_are_contained() {
     );
     assert!(reasons[0].contains("asked to fail"));
     assert!(reasons[1].contains("asked to panic"));
-    assert!(reasons[2].contains("agent failed"));
+    assert_eq!(
+        reasons[2],
+        format!("agent {victim} stopped after a crash (restarts disabled): agent crashed: asked to panic")
+    );
     assert_eq!(
         neighbour_inbox.borrow().len(),
         1,
         "the neighbour keeps serving"
     );
     assert_eq!(shard.stats().handler_panics, 1);
+    assert_eq!(shard.stats().agents_stopped, 1);
 }
 
 #[test]

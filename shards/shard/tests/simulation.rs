@@ -6,8 +6,17 @@
 //! time. The checks: every accepted send is handled exactly once, in order per
 //! (sender, receiver) pair, and every frame buffer goes home to its pool.
 //!
+//! A second run adds crashes: about half the agents only receive, and crash at random
+//! (seeded) while handling a message or restarting, under a random restart policy, while
+//! a simulated clock moves. Then every accepted send is delivered to its addressee's
+//! handler exactly once, in order, or answered with exactly one `failure` because the
+//! addressee was stopped, never both. A `failure` reply can meet a full mailbox, so the
+//! check is exact up to the replies the shards counted as undeliverable: the senders
+//! never crash, so those are the refusals and crash replies that were dropped, and the
+//! dropped crash replies are known (crashes minus crash replies received).
+//!
 //! A failure prints its seed; replay it with `SIM_SEED=<seed> cargo test -p
-//! dataplane-shard --test simulation`.
+//! dataplane-shard --test simulation` (add `SIM_CRASHES=1` for the second run).
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -15,7 +24,7 @@ use std::rc::Rc;
 
 use dataplane_frame::{AgentId, Flags, Header, Performative, Priority};
 use dataplane_shard::{
-    id_on_shard, Agent, AgentError, Context, Message, RingItem, Shard, ShardConfig,
+    id_on_shard, Agent, AgentError, Context, Message, RestartPolicy, RingItem, Shard, ShardConfig,
 };
 
 /// splitmix64: a tiny seeded generator, good enough for schedules.
@@ -32,24 +41,66 @@ impl Rng {
     }
 }
 
+type Pair = (u64, u64);
+
 #[derive(Default)]
 struct Ledger {
     /// Sends accepted, per (from, to).
-    accepted: HashMap<(u64, u64), u64>,
-    /// Next sequence number expected, per (from, to).
-    received: HashMap<(u64, u64), u64>,
+    accepted: HashMap<Pair, u64>,
+    /// Sequence numbers delivered to the addressee's handler, in delivery order, per
+    /// (from, to); crashing calls included.
+    handled: HashMap<Pair, Vec<u64>>,
+    /// Sequence numbers answered with `failure` because the addressee was stopped.
+    refused: HashMap<Pair, Vec<u64>>,
+    /// Sequence numbers answered with `failure` because the addressee's handler crashed.
+    crash_replies: HashMap<Pair, Vec<u64>>,
+    /// Messages handled by an agent that had been restarted.
+    handled_after_restart: u64,
+    /// Handler calls on a numbered message that crashed (each owes a crash reply).
+    crashed_on: u64,
     violations: Vec<String>,
 }
 
 /// An agent that, when kicked, sends a few numbered messages to random agents and
-/// checks the numbering of what it receives.
+/// records what it receives, and the `failure` replies it gets back, in the ledger.
+/// With `crash_one_in > 0` it crashes on one message in `crash_one_in` (after recording
+/// it) and fails one restart in four.
 struct Peer {
     id: AgentId,
     peers: Rc<Vec<AgentId>>,
     ledger: Rc<RefCell<Ledger>>,
     rng: Rng,
-    /// Next sequence number per destination.
+    /// Next sequence number per destination (the test's bookkeeping, kept across
+    /// restarts: a real agent would start from scratch).
     next_seq: HashMap<u64, u64>,
+    crash_one_in: usize,
+    restarts: u64,
+    /// Crashed and not restarted since: nothing may be delivered to it.
+    crashed: bool,
+}
+
+impl Peer {
+    fn record_failure(&mut self, message: &Message<'_>) {
+        let text = String::from_utf8_lossy(message.payload);
+        let pair = (self.id.0, message.from().0);
+        let seq = message.header.correlation_id;
+        let mut ledger = self.ledger.borrow_mut();
+        if message.performative() != Performative::Failure
+            || !message.header.flags.contains(Flags::ERROR)
+        {
+            ledger
+                .violations
+                .push(format!("{}: unexpected reply {text:?}", self.id));
+        } else if text.starts_with("agent crashed: ") {
+            ledger.crash_replies.entry(pair).or_default().push(seq);
+        } else if text.contains(" stopped after ") {
+            ledger.refused.entry(pair).or_default().push(seq);
+        } else {
+            ledger
+                .violations
+                .push(format!("{}: unexpected failure {text:?}", self.id));
+        }
+    }
 }
 
 impl Agent for Peer {
@@ -58,6 +109,21 @@ impl Agent for Peer {
         message: &Message<'_>,
         ctx: &mut Context<'_>,
     ) -> Result<(), AgentError> {
+        if self.crashed {
+            let violation = format!("{}: a message reached it before its restart", self.id);
+            self.ledger.borrow_mut().violations.push(violation);
+        }
+        let crash = self.crash_one_in > 0 && self.rng.below(self.crash_one_in) == 0;
+        self.crashed = crash;
+        let result = if crash {
+            Err(AgentError::Crashed("sim crash".into()))
+        } else {
+            Ok(())
+        };
+        if message.is_reply() {
+            self.record_failure(message);
+            return result;
+        }
         if message.payload.is_empty() {
             for _ in 0..1 + self.rng.below(4) {
                 let to = self.peers[self.rng.below(self.peers.len())];
@@ -86,42 +152,62 @@ impl Agent for Peer {
                     Err(error) => panic!("unexpected send error {error}"),
                 }
             }
-            return Ok(());
+            return result;
         }
         let seq = u64::from_le_bytes(message.payload.try_into().expect("8-byte payload"));
         let mut ledger = self.ledger.borrow_mut();
         let pair = (message.from().0, self.id.0);
-        let expected = ledger.received.get(&pair).copied().unwrap_or(0);
-        if seq != expected {
-            let violation = format!(
-                "{} -> {}: got {seq}, expected {expected}",
-                message.from(),
-                self.id
-            );
-            ledger.violations.push(violation);
+        ledger.handled.entry(pair).or_default().push(seq);
+        if self.restarts > 0 {
+            ledger.handled_after_restart += 1;
         }
-        ledger.received.insert(pair, seq + 1);
+        if crash {
+            ledger.crashed_on += 1;
+        }
+        result
+    }
+
+    fn restart(&mut self, _: &mut Context<'_>) -> Result<(), AgentError> {
+        if self.rng.below(4) == 0 {
+            return Err(AgentError::Crashed("sim restart crash".into()));
+        }
+        self.restarts += 1;
+        self.crashed = false;
         Ok(())
     }
 }
 
 struct Sim {
     rng: Rng,
+    /// The clock, in nanoseconds, and the generator that moves it (apart from `rng`, so
+    /// that the run without crashes keeps its schedules).
+    now_ns: u64,
+    clock_rng: Rng,
     shards: Vec<Shard>,
     /// rings[from][to]
     rings: Vec<Vec<VecDeque<RingItem>>>,
     /// Items a shard could not take yet, per [to][from].
     stalled: Vec<Vec<VecDeque<RingItem>>>,
     ring_capacity: usize,
-    agents: Rc<Vec<AgentId>>,
+    /// The agents that are kicked (they send): all of them, or the ones that never crash.
+    senders: Vec<AgentId>,
 }
 
 impl Sim {
-    fn new(seed: u64, ledger: &Rc<RefCell<Ledger>>) -> Sim {
+    fn new(seed: u64, ledger: &Rc<RefCell<Ledger>>, crashes: bool) -> Sim {
         let mut rng = Rng(seed);
+        let mut crash_rng = Rng(seed ^ 0x5eed_c0de);
         let shard_count = 1 + rng.below(5);
         let agents_per_shard = 1 + rng.below(4);
         let ring_capacity = 1 + rng.below(6);
+        // Back-offs of 1 to 200 µs, against a clock that moves 10 µs a step on average.
+        let backoff_initial_ns = 1_000 * (1 + crash_rng.below(200) as u64);
+        let policy = RestartPolicy {
+            max_restarts: crash_rng.below(5) as u32,
+            window_ns: 100_000 * (1 + crash_rng.below(100) as u64),
+            backoff_initial_ns,
+            backoff_max_ns: backoff_initial_ns * (1 + crash_rng.below(16) as u64),
+        };
         let mut shards: Vec<Shard> = (0..shard_count)
             .map(|shard| {
                 let mut config = ShardConfig::new(shard, shard_count);
@@ -129,6 +215,7 @@ impl Sim {
                 config.outbound_capacity_frames = 1 + rng.below(8);
                 config.agent_burst_messages = 1 + rng.below(4);
                 config.frame_pool_frames_max = 64 + rng.below(64);
+                config.restart = policy;
                 Shard::new(config)
             })
             .collect();
@@ -139,14 +226,27 @@ impl Sim {
             }
         }
         let agents = Rc::new(ids);
+        let mut senders = Vec::new();
         for (n, &id) in agents.iter().enumerate() {
             let shard = dataplane_shard::owner_shard(id, shard_count);
+            // About half the agents (never the first) only receive, and crash on one
+            // message in 8 to 64.
+            let crash_one_in = match crashes && n > 0 && crash_rng.below(2) == 0 {
+                true => 8 + crash_rng.below(57),
+                false => 0,
+            };
+            if crash_one_in == 0 {
+                senders.push(id);
+            }
             let peer = Peer {
                 id,
                 peers: Rc::clone(&agents),
                 ledger: Rc::clone(ledger),
                 rng: Rng(seed ^ (n as u64 + 1)),
                 next_seq: HashMap::new(),
+                crash_one_in,
+                restarts: 0,
+                crashed: false,
             };
             shards[shard].deploy(id, Box::new(peer), 0).expect("deploy");
         }
@@ -159,14 +259,16 @@ impl Sim {
             rings: (0..shard_count).map(|_| empty()).collect(),
             stalled: (0..shard_count).map(|_| empty()).collect(),
             rng,
+            now_ns: 0,
+            clock_rng: crash_rng,
             shards,
             ring_capacity,
-            agents,
+            senders,
         }
     }
 
     fn kick(&mut self) {
-        let to = self.agents[self.rng.below(self.agents.len())];
+        let to = self.senders[self.rng.below(self.senders.len())];
         let shard = dataplane_shard::owner_shard(to, self.shards.len());
         let header = Header {
             to,
@@ -218,8 +320,9 @@ impl Sim {
         let n = self.shards.len();
         let shard = self.rng.below(n);
         let other = self.rng.below(n);
+        self.now_ns += self.clock_rng.below(20_000) as u64;
         match self.rng.below(if kicking { 4 } else { 3 }) {
-            0 => self.shards[shard].poll_deliver(0, 1 + self.rng.below(8)),
+            0 => self.shards[shard].poll_deliver(self.now_ns, 1 + self.rng.below(8)),
             1 if shard != other => {
                 let budget = 1 + self.rng.below(8);
                 self.receive(shard, other, budget)
@@ -234,12 +337,13 @@ impl Sim {
     }
 
     fn settle(&mut self) {
-        // Round-robin everything until a full pass moves nothing.
+        // Round-robin everything until a full pass moves nothing and no agent waits for a
+        // restart (the clock jumps to the next back-off deadline).
         loop {
             let n = self.shards.len();
             let mut moved = 0;
             for a in 0..n {
-                moved += self.shards[a].poll_deliver(0, usize::MAX);
+                moved += self.shards[a].poll_deliver(self.now_ns, usize::MAX);
                 for b in 0..n {
                     if a != b {
                         moved += self.transmit(a, b);
@@ -248,15 +352,85 @@ impl Sim {
                 }
             }
             if moved == 0 {
-                return;
+                match self.shards.iter().filter_map(Shard::next_timer_ns).min() {
+                    Some(deadline_ns) => self.now_ns = self.now_ns.max(deadline_ns),
+                    None => return,
+                }
             }
         }
     }
 }
 
-fn run(seed: u64) -> (u64, u64) {
+/// What one run exercised.
+#[derive(Debug, Default)]
+struct Totals {
+    backpressure: u64,
+    stalled: u64,
+    restarts: u64,
+    stopped: u64,
+    refused: u64,
+    crash_replies: u64,
+    handled_after_restart: u64,
+}
+
+fn check_pair(pair: Pair, accepted: u64, ledger: &Ledger, crashes: bool) -> Result<u64, String> {
+    let empty = Vec::new();
+    let handled = ledger.handled.get(&pair).unwrap_or(&empty);
+    let refused = ledger.refused.get(&pair).unwrap_or(&empty);
+    let crash_replies = ledger.crash_replies.get(&pair).unwrap_or(&empty);
+    if !crashes {
+        let expected: Vec<u64> = (0..accepted).collect();
+        if *handled != expected || !refused.is_empty() || !crash_replies.is_empty() {
+            return Err(format!(
+                "pair {pair:?} lost, duplicated or reordered messages: handled {handled:?} of {accepted}, refused {refused:?}"
+            ));
+        }
+        return Ok(0);
+    }
+    if handled.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(format!(
+            "pair {pair:?}: delivered out of order or twice: {handled:?}"
+        ));
+    }
+    let mut answered: Vec<u64> = refused.clone();
+    answered.sort_unstable();
+    if answered.windows(2).any(|w| w[0] == w[1]) {
+        return Err(format!("pair {pair:?}: answered twice: {refused:?}"));
+    }
+    if let Some(seq) = answered
+        .iter()
+        .find(|seq| handled.binary_search(seq).is_ok())
+    {
+        return Err(format!("pair {pair:?}: {seq} both delivered and answered"));
+    }
+    if let Some(seq) = handled
+        .iter()
+        .chain(&answered)
+        .find(|&&seq| seq >= accepted)
+    {
+        return Err(format!("pair {pair:?}: {seq} was never accepted"));
+    }
+    let mut crashed: Vec<u64> = crash_replies.clone();
+    crashed.sort_unstable();
+    if crashed.windows(2).any(|w| w[0] == w[1]) {
+        return Err(format!(
+            "pair {pair:?}: crash answered twice: {crash_replies:?}"
+        ));
+    }
+    if let Some(seq) = crashed
+        .iter()
+        .find(|seq| handled.binary_search(seq).is_err())
+    {
+        return Err(format!(
+            "pair {pair:?}: crash reply for {seq}, never delivered"
+        ));
+    }
+    Ok(accepted - handled.len() as u64 - answered.len() as u64)
+}
+
+fn run(seed: u64, crashes: bool) -> Totals {
     let ledger = Rc::new(RefCell::new(Ledger::default()));
-    let mut sim = Sim::new(seed, &ledger);
+    let mut sim = Sim::new(seed, &ledger, crashes);
     let steps = 2000 + sim.rng.below(3000);
     for _ in 0..steps {
         sim.step(true);
@@ -268,13 +442,26 @@ fn run(seed: u64) -> (u64, u64) {
         "seed {seed}: {:?}",
         ledger.violations
     );
-    for (pair, &accepted) in &ledger.accepted {
-        let received = ledger.received.get(pair).copied().unwrap_or(0);
-        assert_eq!(
-            received, accepted,
-            "seed {seed}: pair {pair:?} lost or duplicated messages"
-        );
+    let mut pairs: Vec<Pair> = ledger.accepted.keys().copied().collect();
+    pairs.extend(ledger.handled.keys().chain(ledger.refused.keys()));
+    pairs.sort_unstable();
+    pairs.dedup();
+    let mut unanswered = 0;
+    for pair in pairs {
+        let accepted = ledger.accepted.get(&pair).copied().unwrap_or(0);
+        match check_pair(pair, accepted, &ledger, crashes) {
+            Ok(missing) => unanswered += missing,
+            Err(violation) => panic!("seed {seed}: {violation}"),
+        }
     }
+    let sum = |f: fn(&Shard) -> u64| sim.shards.iter().map(f).sum::<u64>();
+    let received_crash_replies: u64 = ledger.crash_replies.values().map(|v| v.len() as u64).sum();
+    let dropped_crash_replies = ledger.crashed_on as i64 - received_crash_replies as i64;
+    let dropped_refusals = sum(|s| s.stats().undeliverable_replies) as i64 - dropped_crash_replies;
+    assert_eq!(
+        unanswered as i64, dropped_refusals,
+        "seed {seed}: sends neither delivered nor answered, against refusals dropped"
+    );
     for shard in &sim.shards {
         assert!(
             shard.is_idle(),
@@ -287,26 +474,37 @@ fn run(seed: u64) -> (u64, u64) {
             "seed {seed}: buffers not home"
         );
     }
-    let backpressure = sim.shards.iter().map(|s| s.stats().backpressure).sum();
-    let stalled = sim
-        .shards
-        .iter()
-        .map(|s| s.stats().stalled_deliveries)
-        .sum();
-    (backpressure, stalled)
+    Totals {
+        backpressure: sum(|s| s.stats().backpressure),
+        stalled: sum(|s| s.stats().stalled_deliveries),
+        restarts: sum(|s| s.stats().agent_restarts),
+        stopped: sum(|s| s.stats().agents_stopped),
+        refused: ledger.refused.values().map(|v| v.len() as u64).sum(),
+        crash_replies: received_crash_replies,
+        handled_after_restart: ledger.handled_after_restart,
+    }
+}
+
+fn replay_seed() -> Option<u64> {
+    std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok())
+}
+
+fn replay_crashes() -> bool {
+    std::env::var_os("SIM_CRASHES").is_some()
 }
 
 #[test]
 fn random_schedules_deliver_exactly_once_in_order() {
-    if let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
-        run(seed);
+    if let Some(seed) = replay_seed() {
+        run(seed, replay_crashes());
         return;
     }
     let (mut backpressure, mut stalled) = (0, 0);
     for seed in 0..200 {
-        let (b, s) = run(seed);
-        backpressure += b;
-        stalled += s;
+        let totals = run(seed, false);
+        assert_eq!(totals.restarts + totals.stopped, 0);
+        backpressure += totals.backpressure;
+        stalled += totals.stalled;
     }
     // The schedule must actually exercise the paths under test.
     assert!(
@@ -317,4 +515,30 @@ fn random_schedules_deliver_exactly_once_in_order() {
         stalled > 100,
         "rings rarely stalled on full mailboxes: {stalled}"
     );
+}
+
+#[test]
+fn random_crashes_deliver_or_answer_each_send_once() {
+    if replay_seed().is_some() {
+        return; // replayed by the test above
+    }
+    let mut all = Totals::default();
+    for seed in 0..200 {
+        let totals = run(seed, true);
+        all.backpressure += totals.backpressure;
+        all.stalled += totals.stalled;
+        all.restarts += totals.restarts;
+        all.stopped += totals.stopped;
+        all.refused += totals.refused;
+        all.crash_replies += totals.crash_replies;
+        all.handled_after_restart += totals.handled_after_restart;
+    }
+    // The schedule must actually exercise the paths under test.
+    assert!(all.restarts > 500, "{all:?}");
+    assert!(all.stopped > 50, "{all:?}");
+    assert!(all.handled_after_restart > 1000, "{all:?}");
+    assert!(all.refused > 100, "{all:?}");
+    assert!(all.crash_replies > 100, "{all:?}");
+    assert!(all.backpressure > 1000, "{all:?}");
+    assert!(all.stalled > 100, "{all:?}");
 }
