@@ -34,13 +34,18 @@ is_root() { [ "$(id -u)" -eq 0 ]; }
 #   libhwloc-dev  hwloc2 links the system library (no vendored feature)
 #   hwloc         lstopo/hwloc-calc, to inspect the topology the node sees
 #   pkg-config    how hwloc2's build script finds libhwloc
+# WASM guest toolchains (wasm/guests builds the example agents with them):
+#   rustc, libstd-rust-dev-wasm32   Debian's rustc (1.63, /usr/bin/rustc) and its
+#                                   wasm32-unknown-unknown standard library, which rustup's
+#                                   toolchain lacks here; rustup's proxies stay first on PATH
+#   clang-14, lld-14                the C guests (clang-14 --target=wasm32-unknown-unknown,
+#                                   wasm-ld); lld-14 also links the Rust guests
 packages=(cmake libclang-dev libhwloc-dev hwloc pkg-config)
+packages+=(rustc libstd-rust-dev-wasm32 clang-14 lld-14)
 if $profiling; then
     packages+=(linux-perf)
 fi
 # --- QUIC (quiche/BoringSSL) toolchain: added with the transport issue. ----------------------
-# --- WASM guest toolchains (rustc + libstd-rust-dev-wasm32, clang-14/lld-14/wasi-libc, ...):
-# --- added with the WASM agents issue. -------------------------------------------------------
 
 missing=()
 for package in "${packages[@]}"; do
