@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -10,9 +11,13 @@ use serde::Serialize;
 
 use crate::error::ConfigError;
 use crate::limits::{self, Bounds};
-use crate::raw::{Field, RawAgent, RawConfig, RawNode, RawShard, Scalar};
+use crate::raw::{
+    Field, RawAgent, RawAgentDefaults, RawAgentLimits, RawConfig, RawNode, RawRestart, RawShard,
+    RawWasm, Scalar,
+};
 use crate::types::{
-    AgentId, AgentKind, CpuList, IdlePolicy, ParseValueError, PowerOfTwo, ShardCount,
+    AgentId, AgentKind, CacheDir, CpuList, IdlePolicy, ModuleSource, ParseValueError, PowerOfTwo,
+    ShardCount, WasmProfiling,
 };
 
 /// The node's whole configuration, every rule checked.
@@ -27,7 +32,10 @@ pub struct Config {
     pub node: NodeConfig,
     /// Per-shard limits and scheduling.
     pub shard: ShardConfig,
-    /// Agents deployed at start-up. Default: one `echo` agent; `agents: []` deploys none.
+    /// The WebAssembly host: instance pool, epoch, module cache, restarts, agent limits.
+    pub wasm: WasmConfig,
+    /// Agents deployed at start-up. Default: one agent `echo` of `kind: wasm` running
+    /// `builtin:echo`; `agents: []` deploys none.
     pub agents: Vec<AgentSpec>,
     /// Metrics and admin endpoint.
     pub admin: AdminConfig,
@@ -96,14 +104,163 @@ impl ShardConfig {
     }
 }
 
+/// `wasm:` — the WebAssembly host, shared by every WASM agent of the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct WasmConfig {
+    /// Instance-pool slots per shard, in agents: the pool holds this times the number of
+    /// shards ([`WasmConfig::pool_slots`]), and bounds the WASM agents alive at once.
+    /// Default: 10000. Range: 1 to 1000000.
+    pub agents_per_shard_max: NonZeroU32,
+    /// The largest linear memory any agent may have (the pool's per-memory bound), in
+    /// bytes; a multiple of 65536 (the WebAssembly page). Default: 16777216 (16 MiB).
+    /// Range: 65536 (64 KiB) to 4294967296 (4 GiB).
+    pub memory_bytes_max: u64,
+    /// Virtual address space reserved per linear memory, in bytes; a multiple of 65536, at
+    /// least `memory_bytes_max`. `None` (`null`, the default): the host chooses.
+    /// Range: 65536 to 8589934592 (8 GiB).
+    pub memory_reservation_bytes: Option<u64>,
+    /// How often the epoch advances, in microseconds; time limits are enforced to within
+    /// one tick. Default: 500. Range: 10 to 100000 (100 ms).
+    pub epoch_tick_us: NonZeroU64,
+    /// Where compiled modules are cached: `auto` (the user's cache directory, see
+    /// [`WasmConfig::cache_dir_path`]) or a directory; `None` (`null`) compiles every
+    /// module at every start. Default: `auto`.
+    pub cache_dir: Option<CacheDir>,
+    /// How JIT code is named for profilers: `none`, `perfmap` or `jitdump`.
+    /// Default: `none`.
+    pub profiling: WasmProfiling,
+    /// What happens after an agent traps.
+    pub restart: RestartPolicy,
+    /// Limits of every WASM agent that does not set its own in `agents[].limits`.
+    pub agent_defaults: AgentLimits,
+}
+
+impl WasmConfig {
+    /// Pool slots of the whole node with `shard_count` shards:
+    /// `agents_per_shard_max` x `shard_count`.
+    #[must_use]
+    pub fn pool_slots(&self, shard_count: NonZeroUsize) -> u64 {
+        u64::from(self.agents_per_shard_max.get()).saturating_mul(shard_count.get() as u64)
+    }
+
+    /// [`WasmConfig::epoch_tick_us`] as a [`Duration`].
+    #[must_use]
+    pub fn epoch_tick(&self) -> Duration {
+        Duration::from_micros(self.epoch_tick_us.get())
+    }
+
+    /// The module cache directory, or `None` for no cache: the configured path, or for
+    /// [`CacheDir::Auto`] `$XDG_CACHE_HOME/dataplane/modules`, else
+    /// `$HOME/.cache/dataplane/modules`, read from the environment now (`None` when
+    /// neither variable holds an absolute path). See [`CacheDir::resolve`].
+    #[must_use]
+    pub fn cache_dir_path(&self) -> Option<PathBuf> {
+        self.cache_dir.as_ref()?.resolve(
+            std::env::var_os("XDG_CACHE_HOME").as_deref(),
+            std::env::var_os("HOME").as_deref(),
+        )
+    }
+}
+
+/// `wasm.restart:` — restarts of an agent after a trap (docs/agent-abi.md).
+///
+/// A trapped agent is restarted after a back-off that starts at `backoff_initial_ms` and
+/// grows up to `backoff_max_ms`; after more than `max_restarts` restarts within
+/// `window_ms` it is stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct RestartPolicy {
+    /// Restarts allowed within `window_ms`, in restarts; 0 stops an agent at its first
+    /// trap. Default: 5. Range: 0 to 1000.
+    pub max_restarts: u32,
+    /// The window `max_restarts` counts in, in milliseconds. Default: 60000 (1 min).
+    /// Range: 1 to 86400000 (1 day).
+    pub window_ms: NonZeroU64,
+    /// Delay before the first restart, in milliseconds. Default: 1. Range: 1 to 60000.
+    pub backoff_initial_ms: NonZeroU64,
+    /// Longest delay between restarts, in milliseconds; at least `backoff_initial_ms`.
+    /// Default: 1000. Range: 1 to 600000 (10 min).
+    pub backoff_max_ms: NonZeroU64,
+}
+
+impl RestartPolicy {
+    /// [`RestartPolicy::window_ms`] as a [`Duration`].
+    #[must_use]
+    pub fn window(&self) -> Duration {
+        Duration::from_millis(self.window_ms.get())
+    }
+
+    /// [`RestartPolicy::backoff_initial_ms`] as a [`Duration`].
+    #[must_use]
+    pub fn backoff_initial(&self) -> Duration {
+        Duration::from_millis(self.backoff_initial_ms.get())
+    }
+
+    /// [`RestartPolicy::backoff_max_ms`] as a [`Duration`].
+    #[must_use]
+    pub fn backoff_max(&self) -> Duration {
+        Duration::from_millis(self.backoff_max_ms.get())
+    }
+}
+
+/// Limits of one WASM agent (docs/agent-abi.md, "Limits"): `wasm.agent_defaults`, and the
+/// resolved limits of each agent ([`WasmAgentSpec::limits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct AgentLimits {
+    /// Linear memory the agent may grow to, in bytes; a multiple of 65536, at most
+    /// `wasm.memory_bytes_max`. Default: 16777216 (16 MiB). Range: 65536 to 4294967296.
+    pub memory_bytes_max: u64,
+    /// How long one call into the agent may run before it is interrupted, in
+    /// milliseconds. Default: 10. Range: 1 to 60000 (1 min).
+    pub time_per_message_ms: NonZeroU64,
+    /// Largest payload in or out, and largest `config`, in bytes; at most
+    /// `shard.frame_bytes_max` - 80. Default: 65456 (64 KiB - 80). Range: 0 to 1048496.
+    pub message_bytes_max: u32,
+    /// Sends and replies per call into the agent, in messages. Default: 1024.
+    /// Range: 1 to 1000000.
+    pub sends_per_message_max: NonZeroU32,
+}
+
+impl AgentLimits {
+    /// [`AgentLimits::time_per_message_ms`] as a [`Duration`].
+    #[must_use]
+    pub fn time_per_message(&self) -> Duration {
+        Duration::from_millis(self.time_per_message_ms.get())
+    }
+}
+
 /// One entry of `agents:`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct AgentSpec {
     /// Unique name: 1 to 64 bytes of `[A-Za-z0-9._-]`. Required.
     pub id: AgentId,
-    /// Handler: `echo`, `sink` or `counter`. Required.
+    /// Handler: `echo`, `sink` or `counter` (native), or `wasm`. Required.
     pub kind: AgentKind,
+    /// The module, configuration and limits of a `kind: wasm` agent; `Some` exactly when
+    /// `kind` is [`AgentKind::Wasm`]. Its keys sit next to `id` and `kind` in the file.
+    #[serde(flatten)]
+    pub wasm: Option<WasmAgentSpec>,
+}
+
+/// The `kind: wasm` part of an `agents:` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct WasmAgentSpec {
+    /// `module`: `builtin:<name>` or a file path. Required for `kind: wasm`.
+    pub module: ModuleSource,
+    /// `config`: the text the agent's `dp_init` receives, at most
+    /// `limits.message_bytes_max` bytes. Default: empty.
+    pub config: String,
+    /// `seed`: seed of the agent's `random` host function, any u64. Default: none (seeded
+    /// from the agent's id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// `limits`: the agent's limits, resolved: each key the entry leaves out is taken from
+    /// `wasm.agent_defaults`.
+    pub limits: AgentLimits,
 }
 
 /// `admin:` — metrics and admin endpoint.
@@ -139,11 +296,12 @@ impl Config {
     pub(crate) fn from_raw(raw: &RawConfig) -> Result<Self, ConfigError> {
         let node = node(&raw.node)?;
         let shard = shard(&raw.shard)?;
+        let wasm = wasm(&raw.wasm)?;
         let agents = raw
             .agents_or_default()
             .iter()
             .enumerate()
-            .map(|(index, agent)| agent_spec(index, agent))
+            .map(|(index, agent)| agent_spec(index, agent, &wasm.agent_defaults))
             .collect::<Result<Vec<_>, _>>()?;
         let admin = AdminConfig {
             listen: match &raw.admin.listen {
@@ -160,6 +318,7 @@ impl Config {
         let config = Self {
             node,
             shard,
+            wasm,
             agents,
             admin,
             log,
@@ -173,6 +332,7 @@ impl Config {
         let Self {
             node,
             shard,
+            wasm,
             agents,
             ..
         } = self;
@@ -240,6 +400,91 @@ impl Config {
                     format!("more than shard.agents_max x node.shards = {capacity}"),
                 ));
             }
+            let slots = wasm.pool_slots(count);
+            let wasm_agents = agents.iter().filter(|agent| agent.wasm.is_some()).count();
+            if wasm_agents as u64 > slots {
+                return Err(ConfigError::invalid(
+                    "agents",
+                    format!("{wasm_agents} wasm agents"),
+                    format!("more than wasm.agents_per_shard_max x node.shards = {slots}"),
+                ));
+            }
+        }
+        wasm.check_relations(shard)?;
+        for (index, agent) in agents.iter().enumerate() {
+            if let Some(spec) = &agent.wasm {
+                // The defaults passed these checks above, so a failure is the agent's own
+                // `limits` key.
+                spec.limits
+                    .check_relations(&format!("agents[{index}].limits"), wasm, shard)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl WasmConfig {
+    /// Rules between `wasm:` fields, and between them and `shard:`.
+    fn check_relations(&self, shard: &ShardConfig) -> Result<(), ConfigError> {
+        if let Some(reservation) = self.memory_reservation_bytes {
+            if reservation < self.memory_bytes_max {
+                return Err(ConfigError::invalid(
+                    "wasm.memory_reservation_bytes",
+                    reservation,
+                    format!(
+                        "must be at least wasm.memory_bytes_max ({})",
+                        self.memory_bytes_max
+                    ),
+                ));
+            }
+        }
+        let restart = &self.restart;
+        if restart.backoff_max_ms < restart.backoff_initial_ms {
+            return Err(ConfigError::invalid(
+                "wasm.restart.backoff_max_ms",
+                restart.backoff_max_ms,
+                format!(
+                    "must be at least wasm.restart.backoff_initial_ms ({})",
+                    restart.backoff_initial_ms
+                ),
+            ));
+        }
+        self.agent_defaults
+            .check_relations("wasm.agent_defaults", self, shard)
+    }
+}
+
+impl AgentLimits {
+    /// Rules between these limits (named `prefix.<key>` in errors) and the node's.
+    fn check_relations(
+        &self,
+        prefix: &str,
+        wasm: &WasmConfig,
+        shard: &ShardConfig,
+    ) -> Result<(), ConfigError> {
+        if self.memory_bytes_max > wasm.memory_bytes_max {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.memory_bytes_max"),
+                self.memory_bytes_max,
+                format!(
+                    "must not exceed wasm.memory_bytes_max ({})",
+                    wasm.memory_bytes_max
+                ),
+            ));
+        }
+        let frame_bytes_max = shard.frame_bytes_max.get() as u64;
+        let message_bytes_max =
+            frame_bytes_max.saturating_sub(limits::MESSAGE_FRAME_OVERHEAD_BYTES);
+        if u64::from(self.message_bytes_max) > message_bytes_max {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.message_bytes_max"),
+                self.message_bytes_max,
+                format!(
+                    "must not exceed shard.frame_bytes_max ({frame_bytes_max}) - {} = \
+                     {message_bytes_max}",
+                    limits::MESSAGE_FRAME_OVERHEAD_BYTES
+                ),
+            ));
         }
         Ok(())
     }
@@ -352,14 +597,241 @@ fn shard(raw: &RawShard) -> Result<ShardConfig, ConfigError> {
     })
 }
 
-fn agent_spec(index: usize, raw: &RawAgent) -> Result<AgentSpec, ConfigError> {
-    Ok(AgentSpec {
-        id: parsed_with(&format!("agents[{index}].id"), &raw.id, AgentId::from_str)?,
-        kind: parsed_with(
-            &format!("agents[{index}].kind"),
-            &raw.kind,
-            AgentKind::from_str,
+fn wasm(raw: &RawWasm) -> Result<WasmConfig, ConfigError> {
+    let agents_per_shard_max = number(
+        "wasm.agents_per_shard_max",
+        &raw.agents_per_shard_max,
+        limits::WASM_AGENTS_PER_SHARD_MAX,
+    )?;
+    // Optional: `null` (the default) lets the host choose.
+    let memory_reservation_bytes = match &raw.memory_reservation_bytes {
+        None => None,
+        reservation @ Some(_) => Some(pages(
+            "wasm.memory_reservation_bytes",
+            reservation,
+            limits::WASM_MEMORY_RESERVATION_BYTES,
+        )?),
+    };
+    Ok(WasmConfig {
+        agents_per_shard_max: to_nonzero_u32(
+            "wasm.agents_per_shard_max",
+            agents_per_shard_max,
+            limits::WASM_AGENTS_PER_SHARD_MAX,
         )?,
+        memory_bytes_max: pages(
+            "wasm.memory_bytes_max",
+            &raw.memory_bytes_max,
+            limits::WASM_MEMORY_BYTES_MAX,
+        )?,
+        memory_reservation_bytes,
+        epoch_tick_us: nonzero_u64(
+            "wasm.epoch_tick_us",
+            &raw.epoch_tick_us,
+            limits::WASM_EPOCH_TICK_US,
+        )?,
+        cache_dir: match &raw.cache_dir {
+            None => None,
+            Some(text) => Some(parsed_with("wasm.cache_dir", text, CacheDir::from_str)?),
+        },
+        profiling: parsed("wasm.profiling", &raw.profiling)?,
+        restart: restart(&raw.restart)?,
+        agent_defaults: agent_defaults(&raw.agent_defaults)?,
+    })
+}
+
+fn restart(raw: &RawRestart) -> Result<RestartPolicy, ConfigError> {
+    let field = "wasm.restart.max_restarts";
+    let bounds = limits::RESTART_MAX_RESTARTS;
+    let max_restarts = number(field, &raw.max_restarts, bounds)?;
+    Ok(RestartPolicy {
+        max_restarts: u32::try_from(max_restarts)
+            .map_err(|_| out_of_bounds(field, max_restarts, bounds))?,
+        window_ms: nonzero_u64(
+            "wasm.restart.window_ms",
+            &raw.window_ms,
+            limits::RESTART_WINDOW_MS,
+        )?,
+        backoff_initial_ms: nonzero_u64(
+            "wasm.restart.backoff_initial_ms",
+            &raw.backoff_initial_ms,
+            limits::RESTART_BACKOFF_INITIAL_MS,
+        )?,
+        backoff_max_ms: nonzero_u64(
+            "wasm.restart.backoff_max_ms",
+            &raw.backoff_max_ms,
+            limits::RESTART_BACKOFF_MAX_MS,
+        )?,
+    })
+}
+
+fn agent_defaults(raw: &RawAgentDefaults) -> Result<AgentLimits, ConfigError> {
+    let prefix = "wasm.agent_defaults";
+    Ok(AgentLimits {
+        memory_bytes_max: agent_memory_bytes_max(prefix, &raw.memory_bytes_max)?,
+        time_per_message_ms: agent_time_per_message_ms(prefix, &raw.time_per_message_ms)?,
+        message_bytes_max: agent_message_bytes_max(prefix, &raw.message_bytes_max)?,
+        sends_per_message_max: agent_sends_per_message_max(prefix, &raw.sends_per_message_max)?,
+    })
+}
+
+/// An agent's `limits:`, each key left out taken from `defaults`.
+fn agent_limits(
+    prefix: &str,
+    raw: &RawAgentLimits,
+    defaults: &AgentLimits,
+) -> Result<AgentLimits, ConfigError> {
+    fn or_default<T>(
+        prefix: &str,
+        value: &Option<Scalar>,
+        default: T,
+        check: fn(&str, &Field) -> Result<T, ConfigError>,
+    ) -> Result<T, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(_) => check(prefix, value),
+        }
+    }
+    Ok(AgentLimits {
+        memory_bytes_max: or_default(
+            prefix,
+            &raw.memory_bytes_max,
+            defaults.memory_bytes_max,
+            agent_memory_bytes_max,
+        )?,
+        time_per_message_ms: or_default(
+            prefix,
+            &raw.time_per_message_ms,
+            defaults.time_per_message_ms,
+            agent_time_per_message_ms,
+        )?,
+        message_bytes_max: or_default(
+            prefix,
+            &raw.message_bytes_max,
+            defaults.message_bytes_max,
+            agent_message_bytes_max,
+        )?,
+        sends_per_message_max: or_default(
+            prefix,
+            &raw.sends_per_message_max,
+            defaults.sends_per_message_max,
+            agent_sends_per_message_max,
+        )?,
+    })
+}
+
+fn agent_memory_bytes_max(prefix: &str, value: &Field) -> Result<u64, ConfigError> {
+    pages(
+        &format!("{prefix}.memory_bytes_max"),
+        value,
+        limits::AGENT_MEMORY_BYTES_MAX,
+    )
+}
+
+fn agent_time_per_message_ms(prefix: &str, value: &Field) -> Result<NonZeroU64, ConfigError> {
+    nonzero_u64(
+        &format!("{prefix}.time_per_message_ms"),
+        value,
+        limits::AGENT_TIME_PER_MESSAGE_MS,
+    )
+}
+
+fn agent_message_bytes_max(prefix: &str, value: &Field) -> Result<u32, ConfigError> {
+    let field = format!("{prefix}.message_bytes_max");
+    let bounds = limits::AGENT_MESSAGE_BYTES_MAX;
+    let bytes = number(&field, value, bounds)?;
+    u32::try_from(bytes).map_err(|_| out_of_bounds(&field, bytes, bounds))
+}
+
+fn agent_sends_per_message_max(prefix: &str, value: &Field) -> Result<NonZeroU32, ConfigError> {
+    let field = format!("{prefix}.sends_per_message_max");
+    let bounds = limits::AGENT_SENDS_PER_MESSAGE_MAX;
+    let sends = number(&field, value, bounds)?;
+    to_nonzero_u32(&field, sends, bounds)
+}
+
+fn agent_spec(
+    index: usize,
+    raw: &RawAgent,
+    defaults: &AgentLimits,
+) -> Result<AgentSpec, ConfigError> {
+    let field = |key: &str| format!("agents[{index}].{key}");
+    let id = parsed_with(&field("id"), &raw.id, AgentId::from_str)?;
+    let kind = parsed_with(&field("kind"), &raw.kind, AgentKind::from_str)?;
+    if kind.is_native() {
+        let only_wasm = format!("only for kind: wasm (this agent is kind: {kind})");
+        if let Some(module) = &raw.module {
+            return Err(ConfigError::invalid(
+                field("module"),
+                module.as_str(),
+                only_wasm,
+            ));
+        }
+        if let Some(config) = &raw.config {
+            let value = format!("{} bytes", config.as_str().len());
+            return Err(ConfigError::invalid(field("config"), value, only_wasm));
+        }
+        if let Some(seed) = &raw.seed {
+            return Err(ConfigError::invalid(
+                field("seed"),
+                seed.as_str(),
+                only_wasm,
+            ));
+        }
+        if let Some(limits) = &raw.limits {
+            return Err(ConfigError::invalid(
+                field("limits"),
+                limits.describe(),
+                only_wasm,
+            ));
+        }
+        return Ok(AgentSpec {
+            id,
+            kind,
+            wasm: None,
+        });
+    }
+    let module = raw.module.as_ref().ok_or_else(|| {
+        ConfigError::invalid(
+            field("module"),
+            "null",
+            "is required for kind: wasm: a file path or builtin:NAME (e.g. builtin:echo)",
+        )
+    })?;
+    let module = parsed_with(&field("module"), module, ModuleSource::from_str)?;
+    let limits = match &raw.limits {
+        None => *defaults,
+        Some(limits) => agent_limits(&field("limits"), limits, defaults)?,
+    };
+    let config = raw.config.as_ref().map_or("", Scalar::as_str).to_owned();
+    if config.len() as u64 > u64::from(limits.message_bytes_max) {
+        return Err(ConfigError::invalid(
+            field("config"),
+            format!("{} bytes", config.len()),
+            format!(
+                "must not exceed the agent's message_bytes_max ({} bytes)",
+                limits.message_bytes_max
+            ),
+        ));
+    }
+    let seed = match &raw.seed {
+        None => None,
+        Some(text) => Some(text.as_str().parse::<u64>().map_err(|_| {
+            ConfigError::invalid(
+                field("seed"),
+                text.as_str(),
+                format!("must be a whole number between 0 and {}", u64::MAX),
+            )
+        })?),
+    };
+    Ok(AgentSpec {
+        id,
+        kind,
+        wasm: Some(WasmAgentSpec {
+            module,
+            config,
+            seed,
+            limits,
+        }),
     })
 }
 
@@ -424,6 +896,36 @@ fn number(field: &str, value: &Field, bounds: Bounds) -> Result<u64, ConfigError
 fn count(field: &str, value: &Field, bounds: Bounds) -> Result<NonZeroUsize, ConfigError> {
     let number = number(field, value, bounds)?;
     NonZeroUsize::new(to_usize(field, number)?).ok_or_else(|| out_of_bounds(field, number, bounds))
+}
+
+/// A required whole number of bytes within `bounds` and a multiple of the WebAssembly page.
+fn pages(field: &str, value: &Field, bounds: Bounds) -> Result<u64, ConfigError> {
+    let bytes = number(field, value, bounds)?;
+    if !bytes.is_multiple_of(limits::WASM_PAGE_BYTES) {
+        return Err(ConfigError::invalid(
+            field,
+            bytes,
+            format!(
+                "must be a multiple of {} bytes (the WebAssembly page size)",
+                limits::WASM_PAGE_BYTES
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// A required whole number within `bounds` (whose `min` is at least 1).
+fn nonzero_u64(field: &str, value: &Field, bounds: Bounds) -> Result<NonZeroU64, ConfigError> {
+    let number = number(field, value, bounds)?;
+    NonZeroU64::new(number).ok_or_else(|| out_of_bounds(field, number, bounds))
+}
+
+/// `number`, already within `bounds` (whose `min` is at least 1), as a [`NonZeroU32`].
+fn to_nonzero_u32(field: &str, number: u64, bounds: Bounds) -> Result<NonZeroU32, ConfigError> {
+    u32::try_from(number)
+        .ok()
+        .and_then(NonZeroU32::new)
+        .ok_or_else(|| out_of_bounds(field, number, bounds))
 }
 
 fn to_usize(field: &str, number: u64) -> Result<usize, ConfigError> {

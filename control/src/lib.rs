@@ -51,15 +51,22 @@ mod types;
 use std::io::Read;
 use std::path::Path;
 
-pub use config::{AdminConfig, AgentSpec, Config, LogConfig, NodeConfig, ShardConfig};
+pub use config::{
+    AdminConfig, AgentLimits, AgentSpec, Config, LogConfig, NodeConfig, RestartPolicy, ShardConfig,
+    WasmAgentSpec, WasmConfig,
+};
 pub use error::ConfigError;
 pub use overrides::Overrides;
-pub use types::{AgentId, AgentKind, CpuList, IdlePolicy, ParseValueError, PowerOfTwo, ShardCount};
+pub use types::{
+    AgentId, AgentKind, CacheDir, CpuList, IdlePolicy, ModuleSource, ParseValueError, PowerOfTwo,
+    ShardCount, WasmProfiling,
+};
 
 use raw::RawConfig;
 
-/// The documented default configuration file, compiled in. It deploys the built-in `echo`
-/// agent. A test checks that it parses, validates, and equals the defaults in [`limits`].
+/// The documented default configuration file, compiled in. It deploys one agent, `echo`:
+/// the WASM echo agent `builtin:echo`. A test checks that it parses, validates, and equals
+/// the defaults in [`limits`].
 pub const EMBEDDED_DEFAULT_YAML: &str = include_str!("default.yaml");
 
 /// Name under which errors in [`EMBEDDED_DEFAULT_YAML`] are reported.

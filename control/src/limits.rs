@@ -127,6 +127,121 @@ pub const STALL_THRESHOLD_US: Bounds = Bounds {
     unit: "microseconds",
 };
 
+/// WebAssembly page size, in bytes: linear memory sizes are multiples of it.
+pub const WASM_PAGE_BYTES: u64 = 64 * KIB;
+
+/// `wasm.agents_per_shard_max`: instance-pool slots per shard (pool = this x shards).
+pub const WASM_AGENTS_PER_SHARD_MAX: Bounds = Bounds {
+    default: 4_096,
+    min: 1,
+    max: 1_000_000,
+    unit: "agents",
+};
+/// `wasm.memory_bytes_max`: the largest linear memory any agent may have (the pool's
+/// per-memory bound); also a multiple of [`WASM_PAGE_BYTES`]. 4 GiB is all a 32-bit memory
+/// can address.
+pub const WASM_MEMORY_BYTES_MAX: Bounds = Bounds {
+    default: 16 * MIB,
+    min: WASM_PAGE_BYTES,
+    max: 4 * GIB,
+    unit: "bytes",
+};
+/// `wasm.memory_reservation_bytes`: virtual address space reserved per linear memory; also
+/// a multiple of [`WASM_PAGE_BYTES`].
+///
+/// The key is optional and defaults to `null` (the host chooses), so `default` is never
+/// applied by the configuration: it is 4 GiB, the reservation that lets compiled code skip
+/// bounds checks, listed for reference.
+pub const WASM_MEMORY_RESERVATION_BYTES: Bounds = Bounds {
+    default: 4 * GIB,
+    min: WASM_PAGE_BYTES,
+    max: 8 * GIB,
+    unit: "bytes",
+};
+/// `wasm.epoch_tick_us`: how often the epoch advances; time limits hold to within a tick.
+pub const WASM_EPOCH_TICK_US: Bounds = Bounds {
+    default: 500,
+    min: 10,
+    max: 100_000,
+    unit: "microseconds",
+};
+/// `wasm.cache_dir` default: `auto`, the user's cache directory (see `CacheDir::Auto`).
+pub const WASM_CACHE_DIR_DEFAULT: &str = "auto";
+
+/// `wasm.restart.max_restarts`: restarts within `window_ms` before the agent is stopped;
+/// 0 stops it at its first crash.
+pub const RESTART_MAX_RESTARTS: Bounds = Bounds {
+    default: 5,
+    min: 0,
+    max: 1000,
+    unit: "restarts",
+};
+/// `wasm.restart.window_ms`: the sliding window `max_restarts` counts in.
+pub const RESTART_WINDOW_MS: Bounds = Bounds {
+    default: 60_000,
+    min: 1,
+    max: 86_400_000,
+    unit: "milliseconds",
+};
+/// `wasm.restart.backoff_initial_ms`: delay before the first restart.
+pub const RESTART_BACKOFF_INITIAL_MS: Bounds = Bounds {
+    default: 1,
+    min: 1,
+    max: 60_000,
+    unit: "milliseconds",
+};
+/// `wasm.restart.backoff_max_ms`: the longest delay between restarts; at least
+/// `backoff_initial_ms` (checked across fields).
+pub const RESTART_BACKOFF_MAX_MS: Bounds = Bounds {
+    default: 1000,
+    min: 1,
+    max: 600_000,
+    unit: "milliseconds",
+};
+
+/// Bytes of a frame that an agent's payload cannot use (the frame's fixed part and
+/// padding): `message_bytes_max` is at most `shard.frame_bytes_max` minus this.
+pub const MESSAGE_FRAME_OVERHEAD_BYTES: u64 = 80;
+
+/// `memory_bytes_max` of `wasm.agent_defaults` and `agents[].limits`: linear memory one
+/// agent may grow to; a multiple of [`WASM_PAGE_BYTES`], at most `wasm.memory_bytes_max`.
+pub const AGENT_MEMORY_BYTES_MAX: Bounds = Bounds {
+    default: 16 * MIB,
+    min: WASM_PAGE_BYTES,
+    max: 4 * GIB,
+    unit: "bytes",
+};
+/// `time_per_message_ms` of `wasm.agent_defaults` and `agents[].limits`: how long one call
+/// into an agent may run before it is interrupted.
+pub const AGENT_TIME_PER_MESSAGE_MS: Bounds = Bounds {
+    default: 10,
+    min: 1,
+    max: 60_000,
+    unit: "milliseconds",
+};
+/// `message_bytes_max` of `wasm.agent_defaults` and `agents[].limits`: largest payload in
+/// or out (and largest `config`); at most `shard.frame_bytes_max` minus
+/// [`MESSAGE_FRAME_OVERHEAD_BYTES`].
+pub const AGENT_MESSAGE_BYTES_MAX: Bounds = Bounds {
+    default: 64 * KIB - MESSAGE_FRAME_OVERHEAD_BYTES,
+    min: 0,
+    max: MIB - MESSAGE_FRAME_OVERHEAD_BYTES,
+    unit: "bytes",
+};
+/// `sends_per_message_max` of `wasm.agent_defaults` and `agents[].limits`: sends and
+/// replies per call into an agent.
+pub const AGENT_SENDS_PER_MESSAGE_MAX: Bounds = Bounds {
+    default: 1024,
+    min: 1,
+    max: 1_000_000,
+    unit: "messages",
+};
+
+/// Longest name after `builtin:` in `agents[].module`, in bytes.
+pub const BUILTIN_MODULE_NAME_BYTES_MAX: usize = 64;
+/// Longest file path (`agents[].module`, `wasm.cache_dir`), in bytes: Linux `PATH_MAX`.
+pub const PATH_BYTES_MAX: usize = 4096;
+
 /// Longest agent id, in bytes.
 pub const AGENT_ID_BYTES_MAX: usize = 64;
 /// Longest `log.level` filter, in bytes.
@@ -137,8 +252,8 @@ pub const ADMIN_LISTEN_DEFAULT: &str = "127.0.0.1:9090";
 /// `log.level` default tracing filter.
 pub const LOG_LEVEL_DEFAULT: &str = "info";
 
-/// Every numeric setting, for the checks below.
-const ALL: [Bounds; 12] = [
+/// Every numeric setting that may not be zero, for the checks below.
+const ALL: [Bounds; 22] = [
     SHARDS,
     MEMLOCK_BYTES_MIN,
     IO_MEMORY_BYTES,
@@ -151,7 +266,20 @@ const ALL: [Bounds; 12] = [
     STARVATION_LIMIT_PASSES,
     AGENTS_MAX,
     STALL_THRESHOLD_US,
+    WASM_AGENTS_PER_SHARD_MAX,
+    WASM_MEMORY_BYTES_MAX,
+    WASM_MEMORY_RESERVATION_BYTES,
+    WASM_EPOCH_TICK_US,
+    RESTART_WINDOW_MS,
+    RESTART_BACKOFF_INITIAL_MS,
+    RESTART_BACKOFF_MAX_MS,
+    AGENT_MEMORY_BYTES_MAX,
+    AGENT_TIME_PER_MESSAGE_MS,
+    AGENT_SENDS_PER_MESSAGE_MAX,
 ];
+
+/// The numeric settings for which zero means something (no restarts, empty payloads).
+const MAY_BE_ZERO: [Bounds; 2] = [RESTART_MAX_RESTARTS, AGENT_MESSAGE_BYTES_MAX];
 
 const fn all_defaults_in_bounds() -> bool {
     let mut i = 0;
@@ -161,10 +289,18 @@ const fn all_defaults_in_bounds() -> bool {
         }
         i += 1;
     }
+    let mut i = 0;
+    while i < MAY_BE_ZERO.len() {
+        if !MAY_BE_ZERO[i].contains(MAY_BE_ZERO[i].default) {
+            return false;
+        }
+        i += 1;
+    }
     true
 }
 
-// Every default is accepted by its own bounds, and no setting may be zero.
+// Every default is accepted by its own bounds, and no setting but those in MAY_BE_ZERO may
+// be zero.
 const _: () = assert!(all_defaults_in_bounds());
 // Fields stored as `usize` fit on 32-bit targets too.
 const _: () = assert!(IO_MEMORY_BYTES.max <= u32::MAX as u64);
@@ -192,3 +328,34 @@ const _: () = assert!(IO_MEMORY_BYTES.min.is_multiple_of(IO_MEMORY_ALIGN_BYTES))
 // The locked-memory floor covers at least one executor's io_memory.
 const _: () = assert!(MEMLOCK_BYTES_MIN.default >= IO_MEMORY_BYTES.default);
 const _: () = assert!(MEMLOCK_BYTES_MIN.min >= IO_MEMORY_BYTES.min);
+// WASM memories: whole pages, defaults within the pool's bound.
+const _: () = assert!(WASM_MEMORY_BYTES_MAX
+    .default
+    .is_multiple_of(WASM_PAGE_BYTES));
+const _: () = assert!(WASM_MEMORY_BYTES_MAX.max.is_multiple_of(WASM_PAGE_BYTES));
+const _: () = assert!(WASM_MEMORY_RESERVATION_BYTES
+    .max
+    .is_multiple_of(WASM_PAGE_BYTES));
+const _: () = assert!(WASM_MEMORY_RESERVATION_BYTES.max >= WASM_MEMORY_BYTES_MAX.max);
+const _: () = assert!(AGENT_MEMORY_BYTES_MAX
+    .default
+    .is_multiple_of(WASM_PAGE_BYTES));
+const _: () = assert!(AGENT_MEMORY_BYTES_MAX.default <= WASM_MEMORY_BYTES_MAX.default);
+const _: () = assert!(AGENT_MEMORY_BYTES_MAX.max == WASM_MEMORY_BYTES_MAX.max);
+// An agent's payload plus the frame's overhead fits a frame, by default and at the caps.
+const _: () = assert!(
+    AGENT_MESSAGE_BYTES_MAX.default + MESSAGE_FRAME_OVERHEAD_BYTES == FRAME_BYTES_MAX.default
+);
+const _: () =
+    assert!(AGENT_MESSAGE_BYTES_MAX.max + MESSAGE_FRAME_OVERHEAD_BYTES == FRAME_BYTES_MAX.max);
+// Restart back-off: the cap is at least the first delay.
+const _: () = assert!(RESTART_BACKOFF_MAX_MS.default >= RESTART_BACKOFF_INITIAL_MS.default);
+const _: () = assert!(RESTART_BACKOFF_MAX_MS.max >= RESTART_BACKOFF_INITIAL_MS.max);
+// Fields stored as `u32`, and the node's whole pool, fit in 32 bits.
+const _: () = assert!(
+    WASM_AGENTS_PER_SHARD_MAX.max * SHARDS.max <= u32::MAX as u64,
+    "agents_per_shard_max x shards is a u32 pool size"
+);
+const _: () = assert!(RESTART_MAX_RESTARTS.max <= u32::MAX as u64);
+const _: () = assert!(AGENT_MESSAGE_BYTES_MAX.max <= u32::MAX as u64);
+const _: () = assert!(AGENT_SENDS_PER_MESSAGE_MAX.max <= u32::MAX as u64);

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use crate::raw::{RawConfig, Scalar};
-use crate::types::{CpuList, IdlePolicy, ShardCount};
+use crate::types::{CacheDir, CpuList, IdlePolicy, ShardCount, WasmProfiling};
 
 /// Flags that override single fields of the configuration file.
 ///
@@ -59,6 +59,18 @@ pub struct Overrides {
     /// Handler call or poll longer than this is logged, microseconds [shard.stall_threshold_us; default: 500]
     #[arg(long, value_name = "MICROSECONDS")]
     pub stall_threshold_us: Option<u64>,
+    /// WASM instance-pool slots per shard, agents, 1..=1000000 [wasm.agents_per_shard_max; default: 4096]
+    #[arg(long, value_name = "AGENTS")]
+    pub agents_per_shard_max: Option<u64>,
+    /// Compiled-module cache: auto ($XDG_CACHE_HOME or ~/.cache, then dataplane/modules) or a directory [wasm.cache_dir; default: auto]
+    #[arg(long, value_name = "auto|DIR", conflicts_with = "wasm_cache_disabled")]
+    pub wasm_cache_dir: Option<CacheDir>,
+    /// Turn the compiled-module cache off [wasm.cache_dir = null; default: auto]
+    #[arg(long)]
+    pub wasm_cache_disabled: bool,
+    /// How JIT code is named for profilers [wasm.profiling; default: none]
+    #[arg(long, value_name = "PROFILING")]
+    pub wasm_profiling: Option<WasmProfiling>,
     /// Admin endpoint address, IP:PORT [admin.listen; default: 127.0.0.1:9090]
     #[arg(long, value_name = "IP:PORT", conflicts_with = "admin_disabled")]
     pub admin_listen: Option<SocketAddr>,
@@ -114,6 +126,16 @@ impl Overrides {
             &mut shard.stall_threshold_us,
             self.stall_threshold_us.as_ref(),
         );
+        let wasm = &mut raw.wasm;
+        set(
+            &mut wasm.agents_per_shard_max,
+            self.agents_per_shard_max.as_ref(),
+        );
+        set(&mut wasm.cache_dir, self.wasm_cache_dir.as_ref());
+        if self.wasm_cache_disabled {
+            wasm.cache_dir = None;
+        }
+        set(&mut wasm.profiling, self.wasm_profiling.as_ref());
         set(&mut raw.admin.listen, self.admin_listen.as_ref());
         if self.admin_disabled {
             raw.admin.listen = None;

@@ -12,7 +12,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 use crate::limits::{self, Bounds};
-use crate::types::{IdlePolicy, ShardCount};
+use crate::types::{IdlePolicy, ShardCount, WasmProfiling};
 
 /// The text of one YAML scalar exactly as written (`0x10` stays `0x10`), whatever its
 /// YAML type; validation parses numbers as plain decimal.
@@ -88,6 +88,7 @@ fn default_of(bounds: Bounds) -> Field {
 pub(crate) struct RawConfig {
     pub(crate) node: RawNode,
     pub(crate) shard: RawShard,
+    pub(crate) wasm: RawWasm,
     pub(crate) agents: Option<Vec<RawAgent>>,
     pub(crate) admin: RawAdmin,
     pub(crate) log: RawLog,
@@ -147,20 +148,132 @@ impl Default for RawShard {
     }
 }
 
-/// One entry of `agents:`; both fields required.
+/// `wasm:`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawWasm {
+    pub(crate) agents_per_shard_max: Field,
+    pub(crate) memory_bytes_max: Field,
+    pub(crate) memory_reservation_bytes: Option<Scalar>,
+    pub(crate) epoch_tick_us: Field,
+    pub(crate) cache_dir: Option<Scalar>,
+    pub(crate) profiling: Field,
+    pub(crate) restart: RawRestart,
+    pub(crate) agent_defaults: RawAgentDefaults,
+}
+
+impl Default for RawWasm {
+    fn default() -> Self {
+        Self {
+            agents_per_shard_max: default_of(limits::WASM_AGENTS_PER_SHARD_MAX),
+            memory_bytes_max: default_of(limits::WASM_MEMORY_BYTES_MAX),
+            memory_reservation_bytes: None,
+            epoch_tick_us: default_of(limits::WASM_EPOCH_TICK_US),
+            cache_dir: Some(Scalar::from(limits::WASM_CACHE_DIR_DEFAULT)),
+            profiling: Some(Scalar::from(WasmProfiling::default())),
+            restart: RawRestart::default(),
+            agent_defaults: RawAgentDefaults::default(),
+        }
+    }
+}
+
+/// `wasm.restart:`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawRestart {
+    pub(crate) max_restarts: Field,
+    pub(crate) window_ms: Field,
+    pub(crate) backoff_initial_ms: Field,
+    pub(crate) backoff_max_ms: Field,
+}
+
+impl Default for RawRestart {
+    fn default() -> Self {
+        Self {
+            max_restarts: default_of(limits::RESTART_MAX_RESTARTS),
+            window_ms: default_of(limits::RESTART_WINDOW_MS),
+            backoff_initial_ms: default_of(limits::RESTART_BACKOFF_INITIAL_MS),
+            backoff_max_ms: default_of(limits::RESTART_BACKOFF_MAX_MS),
+        }
+    }
+}
+
+/// `wasm.agent_defaults:` every key has a default and is required.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawAgentDefaults {
+    pub(crate) memory_bytes_max: Field,
+    pub(crate) time_per_message_ms: Field,
+    pub(crate) message_bytes_max: Field,
+    pub(crate) sends_per_message_max: Field,
+}
+
+impl Default for RawAgentDefaults {
+    fn default() -> Self {
+        Self {
+            memory_bytes_max: default_of(limits::AGENT_MEMORY_BYTES_MAX),
+            time_per_message_ms: default_of(limits::AGENT_TIME_PER_MESSAGE_MS),
+            message_bytes_max: default_of(limits::AGENT_MESSAGE_BYTES_MAX),
+            sends_per_message_max: default_of(limits::AGENT_SENDS_PER_MESSAGE_MAX),
+        }
+    }
+}
+
+/// `agents[].limits:` a key left out (or `null`) takes its value from
+/// `wasm.agent_defaults`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawAgentLimits {
+    pub(crate) memory_bytes_max: Option<Scalar>,
+    pub(crate) time_per_message_ms: Option<Scalar>,
+    pub(crate) message_bytes_max: Option<Scalar>,
+    pub(crate) sends_per_message_max: Option<Scalar>,
+}
+
+impl RawAgentLimits {
+    /// The keys that are set, as `{key: value, ...}`, for error messages.
+    pub(crate) fn describe(&self) -> String {
+        let keys = [
+            ("memory_bytes_max", &self.memory_bytes_max),
+            ("time_per_message_ms", &self.time_per_message_ms),
+            ("message_bytes_max", &self.message_bytes_max),
+            ("sends_per_message_max", &self.sends_per_message_max),
+        ];
+        let set: Vec<String> = keys
+            .into_iter()
+            .filter_map(|(key, value)| Some(format!("{key}: {}", value.as_ref()?.as_str())))
+            .collect();
+        format!("{{{}}}", set.join(", "))
+    }
+}
+
+/// One entry of `agents:`; `id` and `kind` are required, the others belong to
+/// `kind: wasm` (`module` required there, the rest optional).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAgent {
     pub(crate) id: Scalar,
     pub(crate) kind: Scalar,
+    #[serde(default)]
+    pub(crate) module: Option<Scalar>,
+    #[serde(default)]
+    pub(crate) config: Option<Scalar>,
+    #[serde(default)]
+    pub(crate) seed: Option<Scalar>,
+    #[serde(default)]
+    pub(crate) limits: Option<RawAgentLimits>,
 }
 
 impl RawAgent {
-    /// The agent the embedded default deploys.
+    /// The agent the embedded default deploys: the WASM echo agent.
     fn echo() -> Self {
         Self {
             id: Scalar::from("echo"),
-            kind: Scalar::from("echo"),
+            kind: Scalar::from("wasm"),
+            module: Some(Scalar::from("builtin:echo")),
+            config: None,
+            seed: None,
+            limits: None,
         }
     }
 }
@@ -196,8 +309,8 @@ impl Default for RawLog {
 }
 
 impl RawConfig {
-    /// The agents to deploy: the file's list, or the default `echo` agent when the file has
-    /// no `agents:` key.
+    /// The agents to deploy: the file's list, or the default `echo` agent (`kind: wasm`,
+    /// `module: builtin:echo`) when the file has no `agents:` key.
     pub(crate) fn agents_or_default(&self) -> Vec<RawAgent> {
         self.agents
             .clone()

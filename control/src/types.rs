@@ -1,7 +1,9 @@
 //! Validated value types: once one of these exists, its rule holds ("parse, don't validate").
 
+use std::ffi::OsStr;
 use std::fmt;
 use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -328,22 +330,28 @@ impl fmt::Display for AgentId {
     }
 }
 
-/// Which handler an agent runs. Built-in native handlers for now; `wasm` comes later.
+/// Which handler an agent runs: a built-in native handler, or a WebAssembly module.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum AgentKind {
-    /// Replies to every message with the same payload.
+    /// Native: replies to every message with the same payload.
     Echo,
-    /// Accepts and drops every message.
+    /// Native: accepts and drops every message.
     Sink,
-    /// Counts the messages it receives.
+    /// Native: counts the messages it receives.
     Counter,
+    /// A WebAssembly agent (docs/agent-abi.md); its module, configuration and limits are in
+    /// [`crate::AgentSpec::wasm`].
+    Wasm,
 }
 
 impl AgentKind {
     /// Every kind, in the order the docs list them.
-    pub const ALL: [AgentKind; 3] = [Self::Echo, Self::Sink, Self::Counter];
+    pub const ALL: [AgentKind; 4] = [Self::Echo, Self::Sink, Self::Counter, Self::Wasm];
+
+    /// The built-in native kinds: every kind but [`AgentKind::Wasm`].
+    pub const NATIVE: [AgentKind; 3] = [Self::Echo, Self::Sink, Self::Counter];
 
     /// The spelling used in YAML.
     #[must_use]
@@ -352,7 +360,14 @@ impl AgentKind {
             Self::Echo => "echo",
             Self::Sink => "sink",
             Self::Counter => "counter",
+            Self::Wasm => "wasm",
         }
+    }
+
+    /// Whether this is a built-in native handler (not [`AgentKind::Wasm`]).
+    #[must_use]
+    pub fn is_native(self) -> bool {
+        self != Self::Wasm
     }
 }
 
@@ -363,11 +378,203 @@ impl FromStr for AgentKind {
         Self::ALL
             .into_iter()
             .find(|kind| kind.as_str() == text)
-            .ok_or_else(|| ParseValueError::new("must be one of echo, sink, counter"))
+            .ok_or_else(|| ParseValueError::new("must be one of echo, sink, counter, wasm"))
     }
 }
 
 impl fmt::Display for AgentKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a WASM agent's module comes from: `builtin:<name>` or a file path.
+///
+/// Only the syntax is checked here; the binary resolves built-in names and reads files.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(into = "String")]
+pub enum ModuleSource {
+    /// A module compiled into the binary, by name: 1 to
+    /// [`limits::BUILTIN_MODULE_NAME_BYTES_MAX`] bytes of `[a-z0-9_-]` (`echo`, `echo-c`,
+    /// `pingpong`, ...). Written `builtin:<name>`.
+    Builtin(String),
+    /// A `.wasm` (or `.wat`) file; a relative path is kept as written.
+    File(PathBuf),
+}
+
+impl ModuleSource {
+    /// The prefix that marks a built-in module.
+    pub const BUILTIN_PREFIX: &'static str = "builtin:";
+}
+
+impl FromStr for ModuleSource {
+    type Err = ParseValueError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Some(name) = text.strip_prefix(Self::BUILTIN_PREFIX) {
+            let allowed = |byte: u8| byte.is_ascii_lowercase() || byte.is_ascii_digit();
+            let valid = !name.is_empty()
+                && name.len() <= limits::BUILTIN_MODULE_NAME_BYTES_MAX
+                && name
+                    .bytes()
+                    .all(|byte| allowed(byte) || b"_-".contains(&byte));
+            if !valid {
+                return Err(ParseValueError::new(format!(
+                    "a built-in module name is 1 to {} bytes of a-z 0-9 _ - (e.g. builtin:echo)",
+                    limits::BUILTIN_MODULE_NAME_BYTES_MAX
+                )));
+            }
+            return Ok(Self::Builtin(name.to_owned()));
+        }
+        parse_path(
+            text,
+            "must be a file path or builtin:NAME (e.g. builtin:echo)",
+        )
+        .map(Self::File)
+    }
+}
+
+impl From<ModuleSource> for String {
+    fn from(source: ModuleSource) -> Self {
+        source.to_string()
+    }
+}
+
+impl fmt::Display for ModuleSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Builtin(name) => write!(f, "{}{name}", Self::BUILTIN_PREFIX),
+            Self::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// A path from the configuration: 1 to [`limits::PATH_BYTES_MAX`] bytes, no NUL byte, no
+/// leading `~` (nothing expands it). `empty` is the reason given for an empty text.
+fn parse_path(text: &str, empty: &str) -> Result<PathBuf, ParseValueError> {
+    if text.is_empty() {
+        return Err(ParseValueError::new(empty));
+    }
+    if text.len() > limits::PATH_BYTES_MAX {
+        return Err(ParseValueError::new(format!(
+            "a path is at most {} bytes long",
+            limits::PATH_BYTES_MAX
+        )));
+    }
+    if text.contains('\0') {
+        return Err(ParseValueError::new("a path may not contain a NUL byte"));
+    }
+    if text.starts_with('~') {
+        return Err(ParseValueError::new(
+            "`~` is not expanded here: write the full path",
+        ));
+    }
+    Ok(PathBuf::from(text))
+}
+
+/// `value` as a path when it is an absolute one.
+fn absolute(value: Option<&OsStr>) -> Option<&Path> {
+    value.map(Path::new).filter(|path| path.is_absolute())
+}
+
+/// Where compiled WASM modules are cached (`wasm.cache_dir`, when not `null`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(into = "String")]
+pub enum CacheDir {
+    /// `auto`: `$XDG_CACHE_HOME/dataplane/modules`, else `$HOME/.cache/dataplane/modules`,
+    /// resolved from the environment when used ([`crate::WasmConfig::cache_dir_path`]).
+    #[default]
+    Auto,
+    /// This directory (created if missing); a relative path is kept as written. A directory
+    /// literally named `auto` is written `./auto`.
+    Path(PathBuf),
+}
+
+impl CacheDir {
+    /// The directory `self` names, with [`CacheDir::Auto`] resolved from the values of
+    /// `XDG_CACHE_HOME` and `HOME`. Each counts only when it is an absolute path (the XDG
+    /// rule); `None` when `Auto` finds neither.
+    #[must_use]
+    pub fn resolve(&self, xdg_cache_home: Option<&OsStr>, home: Option<&OsStr>) -> Option<PathBuf> {
+        match self {
+            Self::Path(path) => Some(path.clone()),
+            Self::Auto => absolute(xdg_cache_home)
+                .map(Path::to_path_buf)
+                .or_else(|| absolute(home).map(|home| home.join(".cache")))
+                .map(|cache| cache.join("dataplane").join("modules")),
+        }
+    }
+}
+
+impl FromStr for CacheDir {
+    type Err = ParseValueError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "auto" {
+            return Ok(Self::Auto);
+        }
+        parse_path(text, "must be auto or a directory path").map(Self::Path)
+    }
+}
+
+impl From<CacheDir> for String {
+    fn from(dir: CacheDir) -> Self {
+        dir.to_string()
+    }
+}
+
+impl fmt::Display for CacheDir {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Path(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// How JIT-compiled WASM code is named for profilers (`wasm.profiling`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum WasmProfiling {
+    /// No profiler support.
+    #[default]
+    None,
+    /// Write `/tmp/perf-<pid>.map`, read by `perf report` and flame graphs.
+    #[value(name = "perfmap")]
+    PerfMap,
+    /// Write a jitdump file, for `perf inject --jit`.
+    #[value(name = "jitdump")]
+    JitDump,
+}
+
+impl WasmProfiling {
+    /// The spelling used in YAML and on the command line.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::PerfMap => "perfmap",
+            Self::JitDump => "jitdump",
+        }
+    }
+}
+
+impl FromStr for WasmProfiling {
+    type Err = ParseValueError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "none" => Ok(Self::None),
+            "perfmap" => Ok(Self::PerfMap),
+            "jitdump" => Ok(Self::JitDump),
+            _ => Err(ParseValueError::new("must be none, perfmap or jitdump")),
+        }
+    }
+}
+
+impl fmt::Display for WasmProfiling {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -454,7 +661,113 @@ mod tests {
         for kind in AgentKind::ALL {
             assert_eq!(kind.to_string().parse(), Ok(kind));
         }
+        for profiling in [
+            WasmProfiling::None,
+            WasmProfiling::PerfMap,
+            WasmProfiling::JitDump,
+        ] {
+            assert_eq!(profiling.to_string().parse(), Ok(profiling));
+        }
         assert!("spin".parse::<IdlePolicy>().is_err());
-        assert!("wasm".parse::<AgentKind>().is_err());
+        assert!("native".parse::<AgentKind>().is_err());
+        assert!("perf-map".parse::<WasmProfiling>().is_err());
+        assert_eq!(AgentKind::NATIVE.len() + 1, AgentKind::ALL.len());
+        assert!(AgentKind::NATIVE.iter().all(|kind| kind.is_native()));
+        assert!(!AgentKind::Wasm.is_native());
+    }
+
+    #[test]
+    fn module_source_syntax() {
+        let builtin = |name: &str| Ok(ModuleSource::Builtin(name.to_owned()));
+        assert_eq!("builtin:echo".parse(), builtin("echo"));
+        assert_eq!("builtin:echo-c".parse(), builtin("echo-c"));
+        assert_eq!("builtin:order_book2".parse(), builtin("order_book2"));
+        let name = "a".repeat(64);
+        assert_eq!(format!("builtin:{name}").parse(), builtin(&name));
+        for bad in [
+            "builtin:",
+            "builtin:Echo",
+            "builtin:echo.wasm",
+            "builtin: echo",
+        ] {
+            let error = bad.parse::<ModuleSource>().unwrap_err();
+            assert_eq!(
+                error.reason,
+                "a built-in module name is 1 to 64 bytes of a-z 0-9 _ - (e.g. builtin:echo)",
+                "{bad}"
+            );
+        }
+        assert!(format!("builtin:{name}a").parse::<ModuleSource>().is_err());
+        assert_eq!(
+            "agents/echo.wasm".parse(),
+            Ok(ModuleSource::File("agents/echo.wasm".into()))
+        );
+        assert_eq!(
+            "/opt/a b/x.wasm".parse(),
+            Ok(ModuleSource::File("/opt/a b/x.wasm".into()))
+        );
+        // Only the exact lowercase prefix marks a built-in; anything else is a path.
+        assert_eq!(
+            "Builtin:echo".parse(),
+            Ok(ModuleSource::File("Builtin:echo".into()))
+        );
+        for text in ["builtin:echo-c", "x/y.wasm"] {
+            assert_eq!(text.parse::<ModuleSource>().unwrap().to_string(), text);
+        }
+        let reasons = [
+            (
+                "",
+                "must be a file path or builtin:NAME (e.g. builtin:echo)",
+            ),
+            ("~/a.wasm", "`~` is not expanded here: write the full path"),
+            ("a\0b", "a path may not contain a NUL byte"),
+        ];
+        for (text, reason) in reasons {
+            assert_eq!(
+                text.parse::<ModuleSource>().unwrap_err().reason,
+                reason,
+                "{text:?}"
+            );
+        }
+        let long = "a".repeat(4097);
+        assert_eq!(
+            long.parse::<ModuleSource>().unwrap_err().reason,
+            "a path is at most 4096 bytes long"
+        );
+    }
+
+    #[test]
+    fn cache_dir_parses_and_resolves() {
+        assert_eq!("auto".parse(), Ok(CacheDir::Auto));
+        assert_eq!("./auto".parse(), Ok(CacheDir::Path("./auto".into())));
+        assert_eq!(
+            "".parse::<CacheDir>().unwrap_err().reason,
+            "must be auto or a directory path"
+        );
+        assert!("~/.cache".parse::<CacheDir>().is_err());
+        let os = |text: &'static str| Some(OsStr::new(text));
+        let auto = CacheDir::Auto;
+        assert_eq!(
+            auto.resolve(os("/xdg"), os("/home/u")),
+            Some("/xdg/dataplane/modules".into())
+        );
+        assert_eq!(
+            auto.resolve(None, os("/home/u")),
+            Some("/home/u/.cache/dataplane/modules".into())
+        );
+        // XDG: a relative or empty value is ignored.
+        assert_eq!(
+            auto.resolve(os("rel"), os("/home/u")),
+            Some("/home/u/.cache/dataplane/modules".into())
+        );
+        assert_eq!(
+            auto.resolve(os(""), os("/home/u")),
+            Some("/home/u/.cache/dataplane/modules".into())
+        );
+        assert_eq!(auto.resolve(None, None), None);
+        assert_eq!(auto.resolve(os(""), os("")), None);
+        let path = CacheDir::Path("rel/cache".into());
+        assert_eq!(path.resolve(os("/xdg"), None), Some("rel/cache".into()));
+        assert_eq!(path.to_string(), "rel/cache");
     }
 }
