@@ -8,3 +8,4 @@ pub mod bench;
 pub mod cli;
 pub mod node;
 pub mod signals;
+pub mod wasm;

@@ -12,7 +12,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use dataplane_control::{Config, IdlePolicy};
+use dataplane_control::{Config, IdlePolicy, WasmAgentSpec};
 use dataplane_frame::AgentId;
 use dataplane_runtime::{AgentFactory, Node, RuntimeConfig, ShardReport};
 use dataplane_shard::{owner_shard, Agent, ShardConfig};
@@ -20,6 +20,7 @@ use dataplane_topology::{CpuSet, Placement, PlacementRequest, ShardCount, Topolo
 
 use crate::agents::Builtin;
 use crate::signals::{self, TerminationSignals};
+use crate::wasm::WasmAgents;
 
 /// Everything the node needs to start, computed without side effects from the configuration
 /// and the machine.
@@ -43,9 +44,27 @@ pub struct PlannedAgent {
     /// Its wire id (`AgentId::from_name(name)`).
     pub id: AgentId,
     /// What it runs.
-    pub builtin: Builtin,
+    pub code: AgentCode,
     /// The shard that owns it.
     pub shard: usize,
+}
+
+/// What an agent runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentCode {
+    /// A native built-in (tests, benchmarks).
+    Native(Builtin),
+    /// A WASM module, with its configuration and limits.
+    Wasm(WasmAgentSpec),
+}
+
+impl std::fmt::Display for AgentCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AgentCode::Native(builtin) => write!(f, "native {builtin:?}"),
+            AgentCode::Wasm(spec) => write!(f, "wasm {}", spec.module),
+        }
+    }
 }
 
 /// The placement request for `config` on a process whose affinity mask is `affinity`.
@@ -103,21 +122,29 @@ fn plan_agents(config: &Config, shards: usize) -> anyhow::Result<Vec<PlannedAgen
         .iter()
         .enumerate()
         .map(|(index, spec)| {
-            let builtin = Builtin::from_kind(spec.kind).with_context(|| {
-                format!(
+            let code = match (&spec.wasm, Builtin::from_kind(spec.kind)) {
+                (Some(wasm), _) => AgentCode::Wasm(wasm.clone()),
+                (None, Some(builtin)) => AgentCode::Native(builtin),
+                (None, None) => anyhow::bail!(
                     "agents[{index}].kind = {}: this binary has no such built-in agent",
                     spec.kind
-                )
-            })?;
+                ),
+            };
             let id = AgentId::from_name(spec.id.as_str());
             Ok(PlannedAgent {
                 name: spec.id.as_str().to_owned(),
                 id,
-                builtin,
+                code,
                 shard: owner_shard(id, shards),
             })
         })
         .collect()
+}
+
+/// [`plan_agents`] for the tests of other modules.
+#[cfg(test)]
+pub(crate) fn plan_agents_for_test(config: &Config, shards: usize) -> Vec<PlannedAgent> {
+    plan_agents(config, shards).unwrap()
 }
 
 /// The runtime settings for `config` with shards on `placement`'s CPUs.
@@ -190,25 +217,34 @@ pub fn agents_lines(agents: &[PlannedAgent]) -> String {
         // Writing into a String cannot fail.
         let _ = writeln!(
             out,
-            "agent {} (id {}, {:?}) → shard {}",
-            agent.name, agent.id, agent.builtin, agent.shard
+            "agent {} (id {}, {}) → shard {}",
+            agent.name, agent.id, agent.code, agent.shard
         );
     }
     out
 }
 
-/// Builds each shard's agents on its own thread: only those it owns.
+/// Builds each shard's agents on its own thread: only those it owns. WASM agents are
+/// created here and instantiated by the shard (in `on_start`), on its own core.
 #[must_use]
-pub fn agent_factory(agents: &[PlannedAgent]) -> AgentFactory {
-    let agents: Vec<(AgentId, Builtin)> = agents
+pub fn agent_factory(agents: &[PlannedAgent], wasm: Option<&WasmAgents>) -> AgentFactory {
+    let agents: Vec<(AgentId, AgentCode)> = agents
         .iter()
-        .map(|agent| (agent.id, agent.builtin))
+        .map(|agent| (agent.id, agent.code.clone()))
         .collect();
+    let wasm = wasm.cloned();
     Arc::new(move |shard: usize, shards: usize| {
         agents
             .iter()
             .filter(|(id, _)| owner_shard(*id, shards) == shard)
-            .map(|&(id, builtin)| -> (AgentId, Box<dyn Agent>) { (id, builtin.build()) })
+            .filter_map(|(id, code)| -> Option<(AgentId, Box<dyn Agent>)> {
+                match code {
+                    AgentCode::Native(builtin) => Some((*id, builtin.build())),
+                    AgentCode::Wasm(spec) => {
+                        wasm.as_ref()?.build(*id, spec).map(|agent| (*id, agent))
+                    }
+                }
+            })
             .collect()
     })
 }
@@ -284,7 +320,10 @@ pub fn run(config: &Config, machine: &Machine, signals: &TerminationSignals) -> 
     dataplane_runtime::preflight::ensure_memlock(plan.memlock_bytes_required)
         .context("checking locked memory (node.memlock_bytes_min, node.io_memory_bytes)")?;
     let shards = plan.runtime.shards();
-    let node = Node::start(plan.runtime, agent_factory(&plan.agents))
+    let wasm = WasmAgents::prepare(config, shards, &plan.agents)?;
+    let mut runtime = plan.runtime;
+    runtime.shard.restart = crate::wasm::restart_policy(config);
+    let node = Node::start(runtime, agent_factory(&plan.agents, wasm.as_ref()))
         .context("starting the node's shards")?;
     tracing::info!(shards, agents = plan.agents.len(), "node ready");
     println!("node ready: {shards} shard(s); SIGINT or SIGTERM stops it");
@@ -319,7 +358,7 @@ mod tests {
             ring_batch_frames: Some(16),
             mailbox_capacity_frames: Some(128),
             frame_pool_frames_max: Some(4096),
-            frame_bytes_max: Some(4096),
+            frame_bytes_max: Some(131_072),
             poll_budget_messages: Some(32),
             starvation_limit_passes: Some(8),
             agents_max: Some(10),
@@ -344,7 +383,7 @@ mod tests {
         assert_eq!(shard.mailbox_capacity_frames, 128);
         assert_eq!(shard.outbound_capacity_frames, 256);
         assert_eq!(shard.frame_pool_frames_max, 4096);
-        assert_eq!(shard.frame_bytes_max, 4096);
+        assert_eq!(shard.frame_bytes_max, 131_072);
         assert_eq!(shard.starvation_limit_passes, 8);
         assert_eq!(shard.agents_max, 10);
         assert_eq!(plan.memlock_bytes_required, 8 << 20);
@@ -381,7 +420,7 @@ mod tests {
         let yaml = "agents:\n  - {id: a, kind: echo}\n  - {id: b, kind: sink}\n  - {id: c, kind: counter}\n  - {id: d, kind: echo}\n";
         let config = Config::from_yaml_str(yaml, "test").unwrap();
         let agents = plan_agents(&config, 2).unwrap();
-        let factory = agent_factory(&agents);
+        let factory = agent_factory(&agents, None);
         let mut built: Vec<AgentId> = Vec::new();
         for shard in 0..2 {
             for (id, _) in factory(shard, 2) {

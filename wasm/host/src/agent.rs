@@ -1,0 +1,523 @@
+//! A WASM agent: one wasmtime `Store` and instance behind the shard's [`Agent`] trait,
+//! and the host functions of the ABI.
+//!
+//! The message path is: write the 48-byte header and the payload into the guest's inbox
+//! (the one copy), set the epoch deadline, call `dp_on_message`. A guest's `send` reads
+//! its header and payload straight out of linear memory into a frame buffer (the one copy
+//! out). No allocation on either path.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dataplane_frame::{AgentId, FrameError};
+use dataplane_shard::{Agent, AgentError, Context, Message, PoolError, SendError};
+use wasmtime::{
+    Caller, Linker, Memory, PoolConcurrencyLimitError, Store, StoreLimits, StoreLimitsBuilder,
+    Trap, TypedFunc,
+};
+
+use crate::abi::{self, code, HEADER_BYTES};
+use crate::error::WasmError;
+use crate::host::Host;
+use crate::module::AgentModule;
+
+/// Per-agent limits (docs/agent-abi.md, "Limits").
+#[derive(Debug, Clone)]
+pub struct AgentLimits {
+    /// Linear memory the agent may grow to.
+    pub memory_bytes_max: u64,
+    /// How long one call into the agent may run before it is interrupted.
+    pub time_per_message: Duration,
+    /// Largest payload in or out; the inbox is this plus the header.
+    pub message_bytes_max: u32,
+    /// Sends and replies per call.
+    pub sends_per_message_max: u32,
+}
+
+impl Default for AgentLimits {
+    fn default() -> Self {
+        AgentLimits {
+            memory_bytes_max: 16 << 20,
+            time_per_message: Duration::from_millis(10),
+            message_bytes_max: 64 * 1024 - 80,
+            sends_per_message_max: 1024,
+        }
+    }
+}
+
+/// How an agent is started: its module, limits, configuration bytes and random seed.
+/// Shared by every restart of the agent.
+#[derive(Debug, Clone)]
+pub struct AgentSpec {
+    /// The module.
+    pub module: Arc<AgentModule>,
+    /// The limits.
+    pub limits: AgentLimits,
+    /// The bytes `dp_init` receives.
+    pub config: Arc<[u8]>,
+    /// Seed of the `random` host function; `None` seeds from the agent id.
+    pub seed: Option<u64>,
+}
+
+/// What a store carries for the host functions.
+pub struct AgentData {
+    /// The shard context of the call in progress, null between calls. Set by
+    /// [`WasmAgent::call`] just before entering the guest and cleared right after, so
+    /// a host function (which only runs inside such a call) finds it valid.
+    ctx: *mut Context<'static>,
+    memory: Option<Memory>,
+    limits: StoreLimits,
+    in_message: bool,
+    sends_left: u32,
+    sends_per_message_max: u32,
+    message_bytes_max: u32,
+    rng: u64,
+    agent: AgentId,
+}
+
+impl std::fmt::Debug for AgentData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentData")
+            .field("agent", &self.agent)
+            .field("in_message", &self.in_message)
+            .field("sends_left", &self.sends_left)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentData {
+    /// The context of the call in progress.
+    fn ctx(&mut self) -> Option<&mut Context<'static>> {
+        // SAFETY: `ctx` is either null or points to the `Context` that `WasmAgent::call`
+        // borrowed mutably for the whole guest call during which this host function
+        // runs; nothing else touches that context until the call returns. The 'static
+        // is never observed: the reference does not escape this host function.
+        unsafe { self.ctx.as_mut() }
+    }
+}
+
+/// Registers the ABI's host functions.
+pub(crate) fn define_host_functions(linker: &mut Linker<AgentData>) -> wasmtime::Result<()> {
+    let module = abi::IMPORT_MODULE;
+    linker.func_wrap(module, "send", host_send)?;
+    linker.func_wrap(module, "reply", host_reply)?;
+    linker.func_wrap(module, "log", host_log)?;
+    linker.func_wrap(
+        module,
+        "now_ns",
+        |mut caller: Caller<'_, AgentData>| -> i64 {
+            caller.data_mut().ctx().map_or(0, |ctx| ctx.now_ns() as i64)
+        },
+    )?;
+    linker.func_wrap(module, "self_id", |caller: Caller<'_, AgentData>| -> i64 {
+        caller.data().agent.0 as i64
+    })?;
+    linker.func_wrap(
+        module,
+        "random",
+        |mut caller: Caller<'_, AgentData>| -> i64 {
+            splitmix64(&mut caller.data_mut().rng) as i64
+        },
+    )?;
+    Ok(())
+}
+
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// `range` of guest memory, or `None` when any part is outside it.
+fn guest_slice(memory: &[u8], address: i32, len: i32) -> Option<&[u8]> {
+    let start = usize::try_from(address as u32).ok()?;
+    let len = usize::try_from(len).ok()?;
+    memory.get(start..start.checked_add(len)?)
+}
+
+fn send_code(result: Result<(), SendError>) -> i32 {
+    match result {
+        Ok(()) => code::OK,
+        Err(error) if error.is_backpressure() => code::BACKPRESSURE,
+        Err(SendError::UnknownAgent { .. }) => code::UNKNOWN_AGENT,
+        Err(SendError::Pool(PoolError::TooLarge { .. }))
+        | Err(SendError::Frame(FrameError::TooLarge { .. })) => code::TOO_LARGE,
+        Err(_) => code::INVALID,
+    }
+}
+
+/// Takes one send from the budget, checks the payload length. `Err` is the code.
+fn admit_send(data: &mut AgentData, payload_len: i32) -> Result<(), i32> {
+    if payload_len < 0 {
+        return Err(code::INVALID);
+    }
+    if payload_len as u32 > data.message_bytes_max {
+        return Err(code::TOO_LARGE);
+    }
+    if data.sends_left == 0 {
+        return Err(code::SEND_LIMIT);
+    }
+    data.sends_left -= 1;
+    Ok(())
+}
+
+fn host_send(
+    mut caller: Caller<'_, AgentData>,
+    header: i32,
+    payload: i32,
+    payload_len: i32,
+) -> i32 {
+    if let Err(code) = admit_send(caller.data_mut(), payload_len) {
+        return code;
+    }
+    let Some(memory) = caller.data().memory else {
+        return code::INVALID;
+    };
+    let ctx = caller.data().ctx;
+    let memory = memory.data(&caller);
+    let Some(header) = guest_slice(memory, header, HEADER_BYTES as i32)
+        .and_then(|bytes| <&[u8; HEADER_BYTES]>::try_from(bytes).ok())
+        .and_then(abi::read_header)
+    else {
+        return code::INVALID;
+    };
+    let Some(payload) = guest_slice(memory, payload, payload_len) else {
+        return code::INVALID;
+    };
+    // SAFETY: as in `AgentData::ctx`: the pointer is the live context of the guest call
+    // this host function runs in, or null.
+    let Some(ctx) = (unsafe { ctx.as_mut() }) else {
+        return code::INVALID;
+    };
+    send_code(ctx.send_with(header, payload))
+}
+
+fn host_reply(
+    mut caller: Caller<'_, AgentData>,
+    performative: i32,
+    payload: i32,
+    payload_len: i32,
+) -> i32 {
+    if !caller.data().in_message {
+        return code::NO_MESSAGE;
+    }
+    let Some(performative) = abi::performative(performative) else {
+        return code::INVALID;
+    };
+    if let Err(code) = admit_send(caller.data_mut(), payload_len) {
+        return code;
+    }
+    let Some(memory) = caller.data().memory else {
+        return code::INVALID;
+    };
+    let ctx = caller.data().ctx;
+    let Some(payload) = guest_slice(memory.data(&caller), payload, payload_len) else {
+        return code::INVALID;
+    };
+    // SAFETY: as in `host_send`.
+    let Some(ctx) = (unsafe { ctx.as_mut() }) else {
+        return code::INVALID;
+    };
+    send_code(ctx.reply(performative, payload))
+}
+
+/// Longest log line kept.
+const LOG_BYTES_MAX: i32 = 1024;
+
+fn host_log(caller: Caller<'_, AgentData>, level: i32, text: i32, text_len: i32) {
+    let agent = caller.data().agent;
+    let Some(memory) = caller.data().memory else {
+        return;
+    };
+    let Some(bytes) = guest_slice(memory.data(&caller), text, text_len.min(LOG_BYTES_MAX)) else {
+        return;
+    };
+    let text = String::from_utf8_lossy(bytes);
+    match level {
+        0 => tracing::error!(target: "dataplane::agent", %agent, "{text}"),
+        1 => tracing::warn!(target: "dataplane::agent", %agent, "{text}"),
+        2 => tracing::info!(target: "dataplane::agent", %agent, "{text}"),
+        3 => tracing::debug!(target: "dataplane::agent", %agent, "{text}"),
+        _ => tracing::trace!(target: "dataplane::agent", %agent, "{text}"),
+    }
+}
+
+/// A live instance.
+struct Live {
+    store: Store<AgentData>,
+    memory: Memory,
+    on_message: TypedFunc<i32, i32>,
+    on_stop: Option<TypedFunc<(), ()>>,
+    /// Address of the inbox in linear memory; `inbox + HEADER_BYTES + message_bytes_max`
+    /// was checked to be inside memory, which never shrinks.
+    inbox: usize,
+}
+
+/// A WASM agent on its shard. Created cheaply anywhere ([`WasmAgent::new`]); the
+/// instance is made on the shard, in `on_start`, and again on every restart.
+pub struct WasmAgent {
+    host: Host,
+    spec: AgentSpec,
+    id: AgentId,
+    live: Option<Live>,
+    deadline_ticks: u64,
+}
+
+impl std::fmt::Debug for WasmAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmAgent")
+            .field("id", &self.id)
+            .field("module", &self.spec.module.name())
+            .field("live", &self.live.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WasmAgent {
+    /// An agent `id` running `spec`, not yet instantiated.
+    pub fn new(host: &Host, id: AgentId, spec: AgentSpec) -> WasmAgent {
+        let tick_ns = host.epoch_tick().as_nanos().max(1);
+        // Interrupt no earlier than the limit: the first tick may come at once, so one
+        // more tick than the limit needs; the trap comes within limit + one tick.
+        let deadline_ticks =
+            u64::try_from(spec.limits.time_per_message.as_nanos().div_ceil(tick_ns) + 1)
+                .unwrap_or(u64::MAX);
+        WasmAgent {
+            host: host.clone(),
+            spec,
+            id,
+            live: None,
+            deadline_ticks,
+        }
+    }
+
+    /// The module it runs.
+    pub fn module(&self) -> &Arc<AgentModule> {
+        &self.spec.module
+    }
+
+    /// Whether an instance is alive (false before start and after a trap).
+    pub fn is_live(&self) -> bool {
+        self.live.is_some()
+    }
+
+    /// Makes a fresh instance and runs `dp_inbox` and `dp_init`.
+    pub fn instantiate(&mut self, ctx: &mut Context<'_>) -> Result<(), WasmError> {
+        self.live = None;
+        let module = &self.spec.module;
+        let limits = &self.spec.limits;
+        let name = || module.name().to_owned();
+        let data = AgentData {
+            ctx: std::ptr::null_mut(),
+            memory: None,
+            limits: StoreLimitsBuilder::new()
+                .memory_size(usize::try_from(limits.memory_bytes_max).unwrap_or(usize::MAX))
+                .instances(1)
+                .memories(1)
+                .tables(1)
+                .build(),
+            in_message: false,
+            sends_left: limits.sends_per_message_max,
+            sends_per_message_max: limits.sends_per_message_max,
+            message_bytes_max: limits.message_bytes_max,
+            rng: self.spec.seed.unwrap_or(self.id.0),
+            agent: self.id,
+        };
+        let mut store = Store::new(self.host.engine(), data);
+        store.limiter(|data| &mut data.limits);
+        store.set_epoch_deadline(self.deadline_ticks);
+        let instance = module.pre().instantiate(&mut store).map_err(|error| {
+            if let Some(full) = error.downcast_ref::<PoolConcurrencyLimitError>() {
+                let _ = full;
+                WasmError::PoolFull {
+                    slots: self.host.config().pool_slots.unwrap_or(0),
+                }
+            } else if error.downcast_ref::<Trap>().is_some() {
+                WasmError::InitTrap {
+                    module: name(),
+                    reason: format!("{error:#}"),
+                }
+            } else {
+                WasmError::Instantiate {
+                    module: name(),
+                    reason: format!("{error:#}"),
+                }
+            }
+        })?;
+        // The exports were checked against the ABI when the module was loaded.
+        let missing = |export: &'static str| WasmError::MissingExport {
+            module: name(),
+            export,
+            expected: "see docs/agent-abi.md".into(),
+        };
+        let memory = instance
+            .get_memory(&mut store, abi::EXPORT_MEMORY)
+            .ok_or_else(|| missing(abi::EXPORT_MEMORY))?;
+        let inbox_fn = instance
+            .get_typed_func::<i32, i32>(&mut store, abi::EXPORT_INBOX)
+            .map_err(|_| missing(abi::EXPORT_INBOX))?;
+        let init = instance
+            .get_typed_func::<i32, i32>(&mut store, abi::EXPORT_INIT)
+            .map_err(|_| missing(abi::EXPORT_INIT))?;
+        let on_message = instance
+            .get_typed_func::<i32, i32>(&mut store, abi::EXPORT_ON_MESSAGE)
+            .map_err(|_| missing(abi::EXPORT_ON_MESSAGE))?;
+        let on_stop = if module.has_on_stop() {
+            instance
+                .get_typed_func::<(), ()>(&mut store, abi::EXPORT_ON_STOP)
+                .ok()
+        } else {
+            None
+        };
+        store.data_mut().memory = Some(memory);
+
+        let trap = |error: wasmtime::Error| WasmError::InitTrap {
+            module: name(),
+            reason: trap_reason(&error, limits),
+        };
+        let capacity = HEADER_BYTES as u32 + limits.message_bytes_max;
+        store.set_epoch_deadline(self.deadline_ticks);
+        let address = inbox_fn.call(&mut store, capacity as i32).map_err(trap)? as u32;
+        let end = u64::from(address) + u64::from(capacity);
+        if address == 0 || end > memory.data_size(&store) as u64 {
+            return Err(WasmError::Inbox {
+                module: name(),
+                capacity,
+                address,
+            });
+        }
+        let inbox = address as usize;
+        let config = &self.spec.config;
+        if config.len() > limits.message_bytes_max as usize {
+            return Err(WasmError::ConfigTooLarge {
+                bytes: config.len(),
+                limit_bytes: limits.message_bytes_max as usize,
+            });
+        }
+        memory.data_mut(&mut store)[inbox..inbox + config.len()].copy_from_slice(config);
+        let mut live = Live {
+            store,
+            memory,
+            on_message,
+            on_stop,
+            inbox,
+        };
+        let result = call(&mut live, ctx, false, self.deadline_ticks, |live| {
+            init.call(&mut live.store, config.len() as i32)
+        });
+        match result {
+            Ok(0) => {
+                self.live = Some(live);
+                Ok(())
+            }
+            Ok(code) => Err(WasmError::InitFailed {
+                module: name(),
+                code,
+            }),
+            Err(error) => Err(trap(error)),
+        }
+    }
+}
+
+/// Runs `f` (one guest call) with the context installed for the host functions.
+fn call<R>(
+    live: &mut Live,
+    ctx: &mut Context<'_>,
+    in_message: bool,
+    deadline_ticks: u64,
+    f: impl FnOnce(&mut Live) -> wasmtime::Result<R>,
+) -> wasmtime::Result<R> {
+    let data = live.store.data_mut();
+    data.ctx = std::ptr::from_mut(ctx).cast::<Context<'static>>();
+    data.in_message = in_message;
+    data.sends_left = data.sends_per_message_max;
+    live.store.set_epoch_deadline(deadline_ticks);
+    let result = f(live);
+    let data = live.store.data_mut();
+    data.ctx = std::ptr::null_mut();
+    data.in_message = false;
+    result
+}
+
+fn trap_reason(error: &wasmtime::Error, limits: &AgentLimits) -> String {
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => format!(
+            "wasm trap: interrupt (time_per_message_ms of {} ms exceeded)",
+            limits.time_per_message.as_millis()
+        ),
+        Some(trap) => format!("wasm trap: {trap}"),
+        None => format!("{error:#}"),
+    }
+}
+
+impl Agent for WasmAgent {
+    fn on_start(&mut self, ctx: &mut Context<'_>) -> Result<(), AgentError> {
+        self.instantiate(ctx)
+            .map_err(|error| AgentError::Failed(Cow::Owned(error.to_string())))
+    }
+
+    fn on_message(
+        &mut self,
+        message: &Message<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), AgentError> {
+        let limits = &self.spec.limits;
+        let Some(live) = self.live.as_mut() else {
+            return Err(AgentError::Crashed("agent has no live instance".into()));
+        };
+        let payload = message.payload;
+        if payload.len() > limits.message_bytes_max as usize {
+            return Err(AgentError::Failed(Cow::Owned(format!(
+                "message of {} bytes exceeds the agent's message_bytes_max of {}",
+                payload.len(),
+                limits.message_bytes_max
+            ))));
+        }
+        let inbox = live.inbox;
+        let memory = live.memory.data_mut(&mut live.store);
+        let end = inbox + HEADER_BYTES + payload.len();
+        let Some(slot) = memory.get_mut(inbox..end) else {
+            return Err(AgentError::Crashed("inbox outside memory".into()));
+        };
+        let (header, body) = slot.split_at_mut(HEADER_BYTES);
+        if let Ok(header) = <&mut [u8; HEADER_BYTES]>::try_from(header) {
+            abi::write_header(header, &message.header, payload.len() as u32);
+        }
+        body.copy_from_slice(payload);
+        let on_message = live.on_message.clone();
+        let result = call(live, ctx, true, self.deadline_ticks, |live| {
+            on_message.call(&mut live.store, payload.len() as i32)
+        });
+        match result {
+            Ok(0) => Ok(()),
+            Ok(code) => Err(AgentError::Failed(Cow::Owned(format!(
+                "agent {} returned error {code}",
+                self.id
+            )))),
+            Err(error) => {
+                // The instance may be half-way through an update of its state: never
+                // call it again. Dropping the store frees its pool slot.
+                self.live = None;
+                Err(AgentError::Crashed(Cow::Owned(trap_reason(&error, limits))))
+            }
+        }
+    }
+
+    fn restart(&mut self, ctx: &mut Context<'_>) -> Result<(), AgentError> {
+        self.instantiate(ctx)
+            .map_err(|error| AgentError::Crashed(Cow::Owned(error.to_string())))
+    }
+
+    fn on_stop(&mut self, ctx: &mut Context<'_>) {
+        if let Some(mut live) = self.live.take() {
+            if let Some(on_stop) = live.on_stop.clone() {
+                let _ = call(&mut live, ctx, false, self.deadline_ticks, |live| {
+                    on_stop.call(&mut live.store, ())
+                });
+            }
+        }
+    }
+}
