@@ -186,12 +186,22 @@ static inline dp_header dp_header_new(uint64_t to, enum dp_performative performa
     return h;
 }
 
-/* Fresh pages for an inbox of `capacity` bytes, straight from memory.grow (so they are
- * used by nothing else, and stay untouched until the host writes a message there);
- * NULL if memory cannot grow or capacity is smaller than a header. Call it from
- * dp_inbox, once. */
+/* Bytes of the static inbox: the host's default capacity (48 + 65456). */
+#define DP_STATIC_INBOX_BYTES (48 + 65456)
+
+/* An inbox of `capacity` bytes, used by nothing else and untouched until the host writes
+ * a message there: for the default capacity, a zero-initialised static buffer (part of
+ * the initial memory, so a spawn costs no memory.grow); for a larger one, fresh pages
+ * from memory.grow. NULL if memory cannot grow or capacity is smaller than a header.
+ * Call it from dp_inbox, once. */
 static inline uint8_t *dp_inbox_alloc(int32_t capacity) {
+    static _Alignas(8) uint8_t static_inbox[DP_STATIC_INBOX_BYTES];
+    static int static_taken;
     if (capacity < DP_HEADER_BYTES) return (uint8_t *)0;
+    if (!static_taken && (uint32_t)capacity <= DP_STATIC_INBOX_BYTES) {
+        static_taken = 1;
+        return static_inbox;
+    }
     uint32_t pages = ((uint32_t)capacity + 65535u) / 65536u;
     size_t old = __builtin_wasm_memory_grow(0, pages);
     if (old == (size_t)-1) return (uint8_t *)0;

@@ -41,9 +41,11 @@
 //! header parsed into a [`Header`] (48 bytes, little-endian), the payload borrowed in
 //! place. Nothing is allocated per message and nothing is formatted.
 //!
-//! The inbox is taken straight from `memory.grow` (`capacity` rounded up to 64 KiB
-//! pages), so it never shares memory with the allocator, costs no allocator, and its
-//! pages stay untouched (not resident) until the host writes a message that reaches them.
+//! The inbox is a static zero-initialised buffer when the host asks for the default
+//! capacity (48 + 65456 bytes): part of the initial memory, so a spawn costs no
+//! `memory.grow`. A larger capacity is taken straight from `memory.grow` (rounded up to
+//! 64 KiB pages). Either way it never shares memory with the allocator, and its pages stay
+//! untouched (not resident) until the host writes a message that reaches them.
 //!
 //! Outside `wasm32` (unit tests of agent logic on the build machine) the host functions
 //! are inert stand-ins: `send` and `reply` succeed and do nothing, `log` discards,
@@ -705,6 +707,15 @@ fn nonzero(code: i32) -> i32 {
 pub mod rt {
     use super::{nonzero, sdk_code, Agent, Header, Message, HEADER_BYTES};
 
+    /// Bytes of the static inbox: the default `capacity` (48 + 65456).
+    const STATIC_INBOX_BYTES: usize = 48 + 65_456;
+
+    /// The static inbox, in zero-initialised data: its pages stay untouched (not
+    /// resident) until a message reaches them.
+    #[repr(C, align(8))]
+    struct StaticInbox([u8; STATIC_INBOX_BYTES]);
+    static mut STATIC_INBOX: StaticInbox = StaticInbox([0; STATIC_INBOX_BYTES]);
+
     /// The inbox: address and capacity, set once by `dp_inbox`.
     static mut INBOX: *mut u8 = core::ptr::null_mut();
     static mut CAPACITY: usize = 0;
@@ -749,7 +760,14 @@ pub mod rt {
         // here and in `capacity`/`message`, never borrowed.
         unsafe {
             if INBOX.is_null() || CAPACITY < capacity {
-                // A second, larger request (the ABI asks once) leaks the first buffer.
+                // The default capacity fits the static inbox, which is part of the
+                // initial memory: no `memory.grow` (a system call in the host) at spawn.
+                // A larger request, or a second one (the ABI asks once), grows memory.
+                if INBOX.is_null() && capacity <= STATIC_INBOX_BYTES {
+                    INBOX = core::ptr::addr_of_mut!(STATIC_INBOX.0).cast::<u8>();
+                    CAPACITY = capacity;
+                    return INBOX as usize as i32;
+                }
                 let address = grow(capacity);
                 if address.is_null() {
                     return 0;
@@ -776,8 +794,8 @@ pub mod rt {
         if address.is_null() {
             return None;
         }
-        // SAFETY: `address` is the start of `capacity` bytes that `grow` took from
-        // `memory.grow` for the inbox alone, and linear memory never shrinks; the host
+        // SAFETY: `address` is the start of `capacity` bytes reserved for the inbox alone
+        // (the static inbox, or pages `grow` took from `memory.grow`), and linear memory never shrinks; the host
         // filled the first `len` bytes before this call and writes nothing during it; the
         // caller bounds the lifetime to the call.
         Some(unsafe { core::slice::from_raw_parts(address, len.min(capacity)) })
