@@ -14,6 +14,7 @@
 pub mod hardware;
 pub mod native;
 pub mod report;
+pub mod wasm;
 
 pub use report::{BenchResult, LatencyNs};
 
@@ -28,9 +29,42 @@ pub enum Suite {
     Hardware,
     /// CPU and memory of an idle node in park mode (`native::run_idle`).
     Idle,
+    /// WASM agent instantiation on one shard, pooled, against wasmtime's on-demand
+    /// allocator.
+    Spawn,
+    /// RSS per idle WASM agent with 10,000 and 100,000 agents on one node.
+    Memory,
+    /// `local` with WASM agents, and with their native twins, in the same run.
+    WasmLocal,
+    /// `cross-shard` with WASM agents, and with their native twins, in the same run.
+    WasmCross,
+    /// Limit orders through the WASM order-book agent.
+    Orderbook,
+    /// How far past its time limit a looping WASM agent is interrupted.
+    Interrupt,
 }
 
 impl Suite {
+    /// Whether the suite runs WASM agents (`bench::wasm`).
+    pub fn is_wasm(self) -> bool {
+        matches!(
+            self,
+            Suite::Spawn
+                | Suite::WasmLocal
+                | Suite::WasmCross
+                | Suite::Orderbook
+                | Suite::Interrupt
+        )
+    }
+
+    /// Whether each report starts with the machine's own limit (the `hardware` row).
+    pub fn has_hardware_row(self) -> bool {
+        matches!(
+            self,
+            Suite::Local | Suite::CrossShard | Suite::WasmLocal | Suite::WasmCross
+        )
+    }
+
     /// The name used in reports (`"cross-shard"`).
     pub fn name(self) -> &'static str {
         match self {
@@ -38,6 +72,12 @@ impl Suite {
             Suite::CrossShard => "cross-shard",
             Suite::Hardware => "hardware",
             Suite::Idle => "idle",
+            Suite::Spawn => "spawn",
+            Suite::Memory => "memory",
+            Suite::WasmLocal => "wasm-local",
+            Suite::WasmCross => "wasm-cross",
+            Suite::Orderbook => "orderbook",
+            Suite::Interrupt => "interrupt",
         }
     }
 }
@@ -55,6 +95,8 @@ pub struct SuiteOptions {
     pub payload_bytes: usize,
     /// CPUs to pin to, in shard order (OS indexes). Empty means "first usable CPUs".
     pub cpus: Vec<usize>,
+    /// Agent counts of the `memory` suite.
+    pub agents: Vec<u64>,
 }
 
 impl Default for SuiteOptions {
@@ -65,6 +107,7 @@ impl Default for SuiteOptions {
             rate_msgs_per_s: None,
             payload_bytes: 32,
             cpus: Vec::new(),
+            agents: vec![10_000, 100_000],
         }
     }
 }

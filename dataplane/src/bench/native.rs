@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _};
 use dataplane_frame::{AgentId, Flags, Header, Performative, Priority};
 use dataplane_runtime::{IdlePolicy, Node, RuntimeConfig};
-use dataplane_shard::{id_on_shard, Agent, AgentError, Context, Message};
+use dataplane_shard::{id_on_shard, Agent, AgentError, Context, Message, RestartPolicy};
 
 use super::report::{OpenLoopSchedule, Recorder, SYSTEM_DATAPLANE};
 use super::{BenchResult, Suite, SuiteOptions};
@@ -42,15 +42,15 @@ pub fn run(suite: Suite, opts: &SuiteOptions) -> anyhow::Result<BenchResult> {
     let shards = match suite {
         Suite::Local => 1,
         Suite::CrossShard => 2,
-        Suite::Hardware | Suite::Idle => bail!("suite {} has no message workload", suite.name()),
+        _ => bail!("suite {} is not a native message suite", suite.name()),
     };
     let cpus = pick_cpus(opts, shards)?;
     let placement = Placement::new(shards);
     let latency = match opts.rate_msgs_per_s {
-        None => ping_pong(&cpus, &placement, opts)?,
+        None => ping_pong(&cpus, &placement, opts, native_echo)?,
         Some(rate) => fixed_rate(&cpus, &placement, opts, rate)?,
     };
-    let (messages, seconds) = flood(&cpus, &placement, opts)?;
+    let (messages, seconds) = flood(&cpus, &placement, opts, FloodEnd::Sink)?;
     Ok(BenchResult::new(
         suite.name(),
         SYSTEM_DATAPLANE,
@@ -61,8 +61,15 @@ pub fn run(suite: Suite, opts: &SuiteOptions) -> anyhow::Result<BenchResult> {
     ))
 }
 
+/// Builds peer B of a workload on its shard's thread.
+pub(super) type PeerFactory = Arc<dyn Fn() -> Box<dyn Agent> + Send + Sync>;
+
+fn native_echo() -> Box<dyn Agent> {
+    Box::new(Echo)
+}
+
 /// CPUs for `shards` shards (see [`super::pick_cpus`]); an error if there are too few.
-fn pick_cpus(opts: &SuiteOptions, shards: usize) -> anyhow::Result<Vec<usize>> {
+pub(super) fn pick_cpus(opts: &SuiteOptions, shards: usize) -> anyhow::Result<Vec<usize>> {
     let cpus = super::pick_cpus(opts, shards);
     if cpus.len() < shards {
         bail!(
@@ -74,14 +81,14 @@ fn pick_cpus(opts: &SuiteOptions, shards: usize) -> anyhow::Result<Vec<usize>> {
 }
 
 /// Where the two agents of a workload live.
-struct Placement {
-    shards: usize,
-    a: AgentId,
-    b: AgentId,
+pub(super) struct Placement {
+    pub(super) shards: usize,
+    pub(super) a: AgentId,
+    pub(super) b: AgentId,
 }
 
 impl Placement {
-    fn new(shards: usize) -> Placement {
+    pub(super) fn new(shards: usize) -> Placement {
         let b_shard = shards - 1;
         Placement {
             shards,
@@ -92,9 +99,9 @@ impl Placement {
 }
 
 /// What a workload's agents hand back when they are done.
-type Outcome<T> = Arc<Mutex<Option<Result<T, String>>>>;
+pub(super) type Outcome<T> = Arc<Mutex<Option<Result<T, String>>>>;
 
-fn finish<T>(outcome: &Outcome<T>, value: Result<T, String>) {
+pub(super) fn finish<T>(outcome: &Outcome<T>, value: Result<T, String>) {
     let mut slot = outcome
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -106,6 +113,17 @@ fn run_node<T: Send + 'static>(
     cpus: &[usize],
     placement: &Placement,
     limit: Duration,
+    make_agents: impl Fn(&Outcome<T>) -> (Box<dyn Agent>, Box<dyn Agent>) + Send + Sync + 'static,
+) -> anyhow::Result<T> {
+    run_node_with(cpus, placement, limit, None, make_agents)
+}
+
+/// [`run_node`] with the shards' restart policy set (for workloads whose agents crash).
+pub(super) fn run_node_with<T: Send + 'static>(
+    cpus: &[usize],
+    placement: &Placement,
+    limit: Duration,
+    restart: Option<RestartPolicy>,
     make_agents: impl Fn(&Outcome<T>) -> (Box<dyn Agent>, Box<dyn Agent>) + Send + Sync + 'static,
 ) -> anyhow::Result<T> {
     let outcome: Outcome<T> = Arc::new(Mutex::new(None));
@@ -125,7 +143,10 @@ fn run_node<T: Send + 'static>(
         }
         mine
     });
-    let config = RuntimeConfig::new(cpus.to_vec(), IdlePolicy::BusyPoll);
+    let mut config = RuntimeConfig::new(cpus.to_vec(), IdlePolicy::BusyPoll);
+    if let Some(restart) = restart {
+        config.shard.restart = restart;
+    }
     let node = Node::start(config, factory).context("starting the benchmark node")?;
     let deadline = Instant::now() + limit + WORKLOAD_GRACE;
     let result = loop {
@@ -148,11 +169,11 @@ fn run_node<T: Send + 'static>(
     result.with_context(|| format!("shard reports: {reports:?}"))
 }
 
-fn warmup(opts: &SuiteOptions) -> Duration {
+pub(super) fn warmup(opts: &SuiteOptions) -> Duration {
     Duration::from_secs_f64(opts.seconds / 10.0).min(Duration::from_millis(200))
 }
 
-fn header(
+pub(super) fn header(
     to: AgentId,
     performative: Performative,
     priority: Priority,
@@ -225,10 +246,11 @@ impl Agent for Pinger {
     }
 }
 
-fn ping_pong(
+pub(super) fn ping_pong(
     cpus: &[usize],
     placement: &Placement,
     opts: &SuiteOptions,
+    make_peer: impl Fn() -> Box<dyn Agent> + Send + Sync + 'static,
 ) -> anyhow::Result<Recorder> {
     let duration = Duration::from_secs_f64(opts.seconds);
     let (warmup, peer, payload) = (warmup(opts), placement.b, vec![7u8; opts.payload_bytes]);
@@ -245,7 +267,7 @@ fn ping_pong(
             last: now,
             outcome: Arc::clone(outcome),
         };
-        (Box::new(pinger), Box::new(Echo))
+        (Box::new(pinger) as Box<dyn Agent>, make_peer())
     })
     .context("ping-pong workload")
 }
@@ -357,12 +379,24 @@ struct FloodClock {
     stopping: AtomicBool,
 }
 
+/// How a flood ends and is counted.
+#[derive(Clone)]
+pub(super) enum FloodEnd {
+    /// An `agree` to the native [`Sink`], which counts and reports.
+    Sink,
+    /// A `query` to a counter agent (the WASM `counter` example or a native twin), whose
+    /// totals reply (`count u64 LE, sum i64 LE`) the flooder reports: this works with any
+    /// agent that speaks the counter's protocol, WASM or not.
+    Query(Option<Outcome<(u64, f64)>>),
+}
+
 struct Flooder {
     peer: AgentId,
     payload: Vec<u8>,
     duration: Duration,
     deadline: Option<Instant>,
     clock: Arc<FloodClock>,
+    end: FloodEnd,
 }
 
 impl Flooder {
@@ -386,7 +420,35 @@ impl Agent for Flooder {
         kick(ctx)
     }
 
-    fn on_message(&mut self, _: &Message<'_>, ctx: &mut Context<'_>) -> Result<(), AgentError> {
+    fn on_message(
+        &mut self,
+        message: &Message<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), AgentError> {
+        if message.from() != ctx.self_id() {
+            // The counter's totals: the flood has been counted.
+            if let FloodEnd::Query(Some(outcome)) = &self.end {
+                let end = Instant::now();
+                let first = *self
+                    .clock
+                    .first_send
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let count = message
+                    .payload
+                    .get(..8)
+                    .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+                    .map(u64::from_le_bytes);
+                let result = match (first, count) {
+                    (Some(first), Some(count)) => {
+                        Ok((count, end.duration_since(first).as_secs_f64()))
+                    }
+                    _ => Err(format!("bad totals reply: {:?}", message.payload)),
+                };
+                finish(outcome, result);
+            }
+            return Ok(());
+        }
         let deadline = *self.deadline.get_or_insert_with(|| {
             let now = Instant::now();
             *self
@@ -400,7 +462,11 @@ impl Agent for Flooder {
             self.clock.stopping.store(true, Ordering::Relaxed);
         }
         if self.clock.stopping.load(Ordering::Relaxed) {
-            let stop = header(self.peer, Performative::Agree, Priority::Normal, 0);
+            let performative = match self.end {
+                FloodEnd::Sink => Performative::Agree,
+                FloodEnd::Query(_) => Performative::Query,
+            };
+            let stop = header(self.peer, performative, Priority::Normal, 0);
             if ctx.send_with(stop, &[]).is_ok() {
                 return Ok(()); // done: no more kicks
             }
@@ -436,24 +502,50 @@ impl Agent for Sink {
     }
 }
 
-fn flood(cpus: &[usize], placement: &Placement, opts: &SuiteOptions) -> anyhow::Result<(u64, f64)> {
+/// One-way flood from A to B for `opts.seconds`: (messages B counted, seconds).
+/// With [`FloodEnd::Query`], `make_counter` builds B, which must speak the counter
+/// protocol (8-byte `inform`s counted; a `query` answered with the totals).
+pub(super) fn flood(
+    cpus: &[usize],
+    placement: &Placement,
+    opts: &SuiteOptions,
+    end: FloodEnd,
+) -> anyhow::Result<(u64, f64)> {
+    flood_into(cpus, placement, opts, end, Arc::new(native_echo))
+}
+
+pub(super) fn flood_into(
+    cpus: &[usize],
+    placement: &Placement,
+    opts: &SuiteOptions,
+    end: FloodEnd,
+    make_counter: PeerFactory,
+) -> anyhow::Result<(u64, f64)> {
     let duration = Duration::from_secs_f64(opts.seconds);
     let (peer, payload) = (placement.b, vec![7u8; opts.payload_bytes]);
     let clock = Arc::new(FloodClock::default());
     run_node(cpus, placement, duration, move |outcome| {
+        let end = match end {
+            FloodEnd::Sink => FloodEnd::Sink,
+            FloodEnd::Query(_) => FloodEnd::Query(Some(Arc::clone(outcome))),
+        };
+        let b: Box<dyn Agent> = match end {
+            FloodEnd::Sink => Box::new(Sink {
+                received: 0,
+                clock: Arc::clone(&clock),
+                outcome: Arc::clone(outcome),
+            }),
+            FloodEnd::Query(_) => make_counter(),
+        };
         let flooder = Flooder {
             peer,
             payload: payload.clone(),
             duration,
             deadline: None,
             clock: Arc::clone(&clock),
+            end,
         };
-        let sink = Sink {
-            received: 0,
-            clock: Arc::clone(&clock),
-            outcome: Arc::clone(outcome),
-        };
-        (Box::new(flooder), Box::new(sink))
+        (Box::new(flooder) as Box<dyn Agent>, b)
     })
     .context("flood workload")
 }
@@ -525,7 +617,7 @@ fn process_cpu_time() -> anyhow::Result<Duration> {
     Ok(to_duration(usage.ru_utime) + to_duration(usage.ru_stime))
 }
 
-fn process_rss_bytes() -> anyhow::Result<u64> {
+pub(super) fn process_rss_bytes() -> anyhow::Result<u64> {
     let status =
         std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     let kib = status

@@ -47,13 +47,19 @@ pub struct BenchArgs {
     /// [default: the first CPUs of this process's affinity mask]
     #[arg(long, value_name = "LIST")]
     pub cpus: Option<CpuList>,
+    /// Agent counts of the `memory` suite, comma-separated
+    #[arg(long, value_name = "N,N", value_delimiter = ',', default_values_t = [10_000u64, 100_000])]
+    pub agents: Vec<u64>,
 }
 
 impl BenchArgs {
     /// The options every suite takes.
     #[must_use]
     pub fn suite_options(&self) -> SuiteOptions {
-        let default_shards = if self.suite == Suite::Local { 1 } else { 2 };
+        let default_shards = match self.suite {
+            Suite::Local | Suite::WasmLocal | Suite::Spawn | Suite::Orderbook => 1,
+            _ => 2,
+        };
         SuiteOptions {
             shards: self.shards.map_or(default_shards, NonZeroUsize::get),
             seconds: self.seconds,
@@ -64,6 +70,7 @@ impl BenchArgs {
                 .as_ref()
                 .map(|list| list.cpus().to_vec())
                 .unwrap_or_default(),
+            agents: self.agents.clone(),
         }
     }
 }
@@ -73,9 +80,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if args.suite == Suite::Idle {
         return run_idle(args);
     }
+    if args.suite == Suite::Memory {
+        return run_memory(args);
+    }
     let opts = args.suite_options();
     let mut results = Vec::with_capacity(args.runs.get() + 1);
-    if args.suite != Suite::Hardware {
+    if args.suite.has_hardware_row() {
         let hardware = hardware_row(args.suite, &opts);
         emit_json(args, &hardware);
         results.push(hardware);
@@ -89,9 +99,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "bench run"
         );
         match run_suite(args.suite, &opts) {
-            Ok(result) => {
-                emit_json(args, &result);
-                results.push(result);
+            Ok(rows) => {
+                for result in rows {
+                    emit_json(args, &result);
+                    results.push(result);
+                }
             }
             Err(error) => {
                 failed_runs += 1;
@@ -138,11 +150,47 @@ fn run_idle(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One run of `suite`: the hardware suite in-process, every other suite on a dataplane node.
-fn run_suite(suite: Suite, opts: &SuiteOptions) -> anyhow::Result<BenchResult> {
+/// The `memory` suite: RSS per idle agent, one line per agent count and run.
+fn run_memory(args: &BenchArgs) -> anyhow::Result<()> {
+    let opts = args.suite_options();
+    let mut failed_runs = 0;
+    for run_index in 1..=args.runs.get() {
+        for &agents in &opts.agents {
+            match crate::bench::wasm::memory(&opts, agents) {
+                Ok(result) if args.json => println!("{}", result.to_json_line()),
+                Ok(result) => println!(
+                    "memory: {} agents on {} shard(s): RSS {:.1} → {:.1} MiB, {:.1} KiB per \
+                     idle agent (deployed in {:.2} s)",
+                    result.agents,
+                    result.shards,
+                    result.rss_before_bytes as f64 / (1024.0 * 1024.0),
+                    result.rss_after_bytes as f64 / (1024.0 * 1024.0),
+                    result.rss_per_agent_bytes / 1024.0,
+                    result.deploy_seconds,
+                ),
+                Err(error) => {
+                    failed_runs += 1;
+                    eprintln!(
+                        "run {run_index}/{}: memory ({agents} agents) failed: {error:#}",
+                        args.runs
+                    );
+                }
+            }
+        }
+    }
+    if failed_runs > 0 {
+        bail!("{failed_runs} memory run(s) failed");
+    }
+    Ok(())
+}
+
+/// One run of `suite`: the hardware suite in-process, every other suite on a dataplane
+/// node (or, for `spawn`, a shard on a pinned thread). One row per system.
+fn run_suite(suite: Suite, opts: &SuiteOptions) -> anyhow::Result<Vec<BenchResult>> {
     match suite {
-        Suite::Hardware => Ok(hardware::run(opts)),
-        suite => native::run(suite, opts),
+        Suite::Hardware => Ok(vec![hardware::run(opts)]),
+        suite if suite.is_wasm() => crate::bench::wasm::run(suite, opts),
+        suite => Ok(vec![native::run(suite, opts)?]),
     }
 }
 
@@ -159,23 +207,43 @@ fn emit_json(args: &BenchArgs, result: &BenchResult) {
     }
 }
 
-/// The table of every row, then, when there are several runs, the table of the medians.
+/// The system the others are compared with in `suite`'s tables.
+fn baseline_system(suite: Suite) -> &'static str {
+    match suite {
+        Suite::WasmLocal | Suite::WasmCross | Suite::Orderbook | Suite::Interrupt => {
+            crate::bench::wasm::SYSTEM_WASM
+        }
+        _ => SYSTEM_DATAPLANE,
+    }
+}
+
+/// The table of every row, then, when there are several runs, the table of the medians
+/// of each system.
 fn human_report(suite: Suite, results: &[BenchResult]) -> String {
-    let mut out = format_table(results, SYSTEM_DATAPLANE);
-    let runs: Vec<BenchResult> = results
-        .iter()
-        .filter(|result| result.system != crate::bench::report::SYSTEM_HARDWARE)
-        .cloned()
-        .collect();
-    if runs.len() > 1 && suite != Suite::Hardware {
-        let mut medians: Vec<BenchResult> = results
+    let baseline = baseline_system(suite);
+    let mut out = format_table(results, baseline);
+    let hardware = crate::bench::report::SYSTEM_HARDWARE;
+    let mut systems: Vec<&str> = Vec::new();
+    for result in results.iter().filter(|result| result.system != hardware) {
+        if !systems.contains(&result.system.as_str()) {
+            systems.push(&result.system);
+        }
+    }
+    let runs_of = |system: &str| -> Vec<BenchResult> {
+        results
             .iter()
-            .filter(|result| result.system == crate::bench::report::SYSTEM_HARDWARE)
+            .filter(|result| result.system == system)
             .cloned()
-            .collect();
-        medians.push(median_of(&runs));
-        out.push_str(&format!("\nmedians of {} run(s)\n", runs.len()));
-        out.push_str(&format_table(&medians, SYSTEM_DATAPLANE));
+            .collect()
+    };
+    let runs = systems.first().map_or(0, |system| runs_of(system).len());
+    if runs > 1 && suite != Suite::Hardware {
+        let mut medians: Vec<BenchResult> = runs_of(hardware);
+        for system in &systems {
+            medians.push(median_of(&runs_of(system)));
+        }
+        out.push_str(&format!("\nmedians of {runs} run(s)\n"));
+        out.push_str(&format_table(&medians, baseline));
     }
     out
 }

@@ -7,9 +7,11 @@
 //! out). No allocation on either path.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crossbeam_utils::CachePadded;
 use dataplane_frame::{AgentId, FrameError};
 use dataplane_shard::{Agent, AgentError, Context, Message, PoolError, SendError};
 use wasmtime::{
@@ -264,6 +266,9 @@ pub struct WasmAgent {
     id: AgentId,
     live: Option<Live>,
     deadline_ticks: u64,
+    /// The ticker's in-call flags, and this agent's shard (known from `on_start`).
+    in_call: Arc<[CachePadded<AtomicBool>]>,
+    shard: usize,
 }
 
 impl std::fmt::Debug for WasmAgent {
@@ -291,6 +296,8 @@ impl WasmAgent {
             id,
             live: None,
             deadline_ticks,
+            in_call: host.in_call_flag(0),
+            shard: 0,
         }
     }
 
@@ -307,6 +314,7 @@ impl WasmAgent {
     /// Makes a fresh instance and runs `dp_inbox` and `dp_init`.
     pub fn instantiate(&mut self, ctx: &mut Context<'_>) -> Result<(), WasmError> {
         self.live = None;
+        self.shard = ctx.shard();
         let module = &self.spec.module;
         let limits = &self.spec.limits;
         let name = || module.name().to_owned();
@@ -405,9 +413,14 @@ impl WasmAgent {
             on_stop,
             inbox,
         };
-        let result = call(&mut live, ctx, false, self.deadline_ticks, |live| {
-            init.call(&mut live.store, config.len() as i32)
-        });
+        let result = call(
+            &mut live.store,
+            self.in_call(),
+            ctx,
+            false,
+            self.deadline_ticks,
+            |store| init.call(store, config.len() as i32),
+        );
         match result {
             Ok(0) => {
                 self.live = Some(live);
@@ -422,21 +435,26 @@ impl WasmAgent {
     }
 }
 
-/// Runs `f` (one guest call) with the context installed for the host functions.
+/// Runs `f` (one guest call) with the context installed for the host functions, and
+/// this shard's in-call flag raised for the epoch ticker (a store to the shard's own
+/// cache line; the ticker reads it once per wake-up).
 fn call<R>(
-    live: &mut Live,
+    store: &mut Store<AgentData>,
+    in_call: &AtomicBool,
     ctx: &mut Context<'_>,
     in_message: bool,
     deadline_ticks: u64,
-    f: impl FnOnce(&mut Live) -> wasmtime::Result<R>,
+    f: impl FnOnce(&mut Store<AgentData>) -> wasmtime::Result<R>,
 ) -> wasmtime::Result<R> {
-    let data = live.store.data_mut();
+    let data = store.data_mut();
     data.ctx = std::ptr::from_mut(ctx).cast::<Context<'static>>();
     data.in_message = in_message;
     data.sends_left = data.sends_per_message_max;
-    live.store.set_epoch_deadline(deadline_ticks);
-    let result = f(live);
-    let data = live.store.data_mut();
+    store.set_epoch_deadline(deadline_ticks);
+    in_call.store(true, Ordering::Relaxed);
+    let result = f(store);
+    in_call.store(false, Ordering::Relaxed);
+    let data = store.data_mut();
     data.ctx = std::ptr::null_mut();
     data.in_message = false;
     result
@@ -448,8 +466,15 @@ fn trap_reason(error: &wasmtime::Error, limits: &AgentLimits) -> String {
             "wasm trap: interrupt (time_per_message_ms of {} ms exceeded)",
             limits.time_per_message.as_millis()
         ),
-        Some(trap) => format!("wasm trap: {trap}"),
+        // A trap displays as "wasm trap: <what>" already.
+        Some(trap) => trap.to_string(),
         None => format!("{error:#}"),
+    }
+}
+
+impl WasmAgent {
+    fn in_call(&self) -> &AtomicBool {
+        &self.in_call[self.shard % self.in_call.len()]
     }
 }
 
@@ -487,10 +512,16 @@ impl Agent for WasmAgent {
             abi::write_header(header, &message.header, payload.len() as u32);
         }
         body.copy_from_slice(payload);
-        let on_message = live.on_message.clone();
-        let result = call(live, ctx, true, self.deadline_ticks, |live| {
-            on_message.call(&mut live.store, payload.len() as i32)
-        });
+        let on_message = &live.on_message;
+        let in_call = &self.in_call[self.shard % self.in_call.len()];
+        let result = call(
+            &mut live.store,
+            in_call,
+            ctx,
+            true,
+            self.deadline_ticks,
+            |store| on_message.call(store, payload.len() as i32),
+        );
         match result {
             Ok(0) => Ok(()),
             Ok(code) => Err(AgentError::Failed(Cow::Owned(format!(
@@ -513,10 +544,16 @@ impl Agent for WasmAgent {
 
     fn on_stop(&mut self, ctx: &mut Context<'_>) {
         if let Some(mut live) = self.live.take() {
-            if let Some(on_stop) = live.on_stop.clone() {
-                let _ = call(&mut live, ctx, false, self.deadline_ticks, |live| {
-                    on_stop.call(&mut live.store, ())
-                });
+            if let Some(on_stop) = &live.on_stop {
+                let in_call = &self.in_call[self.shard % self.in_call.len()];
+                let _ = call(
+                    &mut live.store,
+                    in_call,
+                    ctx,
+                    false,
+                    self.deadline_ticks,
+                    |store| on_stop.call(store, ()),
+                );
             }
         }
     }

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crossbeam_utils::CachePadded;
+
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, Linker, OptLevel, PoolingAllocationConfig,
     ProfilingStrategy,
@@ -51,6 +53,11 @@ pub struct HostConfig {
     pub cache_dir: Option<PathBuf>,
     /// Names for JIT code in profilers.
     pub profiling: Profiling,
+    /// Shards that will run agents: each gets a flag the epoch ticker watches.
+    pub shards: usize,
+    /// CPUs the epoch ticker may run on (the node's CPUs not taken by shards, so that it
+    /// never preempts a shard); empty leaves it unpinned.
+    pub ticker_cpus: Vec<usize>,
 }
 
 impl Default for HostConfig {
@@ -62,6 +69,8 @@ impl Default for HostConfig {
             epoch_tick_us: 500,
             cache_dir: None,
             profiling: Profiling::None,
+            shards: 1,
+            ticker_cpus: Vec::new(),
         }
     }
 }
@@ -105,7 +114,15 @@ impl Host {
             Some(dir) => Some(ModuleCache::open(dir.clone(), &engine)?),
             None => None,
         };
-        let ticker = Ticker::start(engine.clone(), Duration::from_micros(config.epoch_tick_us));
+        let in_call: Arc<[CachePadded<AtomicBool>]> = (0..config.shards.max(1))
+            .map(|_| CachePadded::new(AtomicBool::new(false)))
+            .collect();
+        let ticker = Ticker::start(
+            engine.clone(),
+            Duration::from_micros(config.epoch_tick_us),
+            Arc::clone(&in_call),
+            config.ticker_cpus.clone(),
+        );
         Ok(Host {
             inner: Arc::new(HostInner {
                 engine,
@@ -138,6 +155,12 @@ impl Host {
 
     pub(crate) fn cache(&self) -> Option<&ModuleCache> {
         self.inner.cache.as_ref()
+    }
+
+    /// The flag shard `shard` raises while it runs guest code.
+    pub(crate) fn in_call_flag(&self, shard: usize) -> Arc<[CachePadded<AtomicBool>]> {
+        let _ = shard;
+        Arc::clone(&self.inner.ticker.in_call)
     }
 }
 
@@ -195,9 +218,11 @@ fn engine_config(host: &HostConfig) -> Result<Config, WasmError> {
             .max_tables_per_module(1)
             .table_elements(10_000)
             .max_core_instance_size(64 << 10)
-            // Idle agents must cost little: keep nothing resident after a slot is freed.
-            .linear_memory_keep_resident(0)
-            .table_keep_resident(0);
+            // A freed slot keeps its first 64 KiB resident (zeroed by memset rather than
+            // given back to the kernel), so the next agent in the slot starts without
+            // page faults: at most `max_unused_warm_slots` (100) slots x 64 KiB.
+            .linear_memory_keep_resident(64 << 10)
+            .table_keep_resident(4 << 10);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     Ok(config)
@@ -210,21 +235,55 @@ fn engine_config(host: &HostConfig) -> Result<Config, WasmError> {
 struct Ticker {
     tick: Duration,
     stop: Arc<AtomicBool>,
+    in_call: Arc<[CachePadded<AtomicBool>]>,
     thread: Option<JoinHandle<()>>,
 }
 
+/// How long the ticker sleeps when no shard is running guest code: a call that starts
+/// meanwhile is seen at the next wake-up, and the epoch then catches up with the clock,
+/// so its deadline is still kept to within one tick as long as this is shorter than the
+/// shortest time limit (1 ms).
+const IDLE_TICK_SLEEP: Duration = Duration::from_micros(900);
+
 impl Ticker {
-    fn start(engine: Engine, tick: Duration) -> Ticker {
+    fn start(
+        engine: Engine,
+        tick: Duration,
+        in_call: Arc<[CachePadded<AtomicBool>]>,
+        cpus: Vec<usize>,
+    ) -> Ticker {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = Arc::clone(&stop);
+            let flags = Arc::clone(&in_call);
             std::thread::Builder::new()
                 .name("wasm-epoch".into())
                 .spawn(move || {
+                    pin_to(&cpus);
                     raise_to_realtime();
+                    // The epoch follows the clock, not the count of wake-ups: a late
+                    // wake-up advances it by every tick that is due, so sleep overshoot
+                    // never accumulates into a later interrupt.
+                    let start = std::time::Instant::now();
+                    let mut ticks: u64 = 0;
                     while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(tick);
-                        engine.increment_epoch();
+                        // Tick by tick while guest code runs somewhere; otherwise a longer
+                        // sleep (an idle node wakes ~1,100 times a second, not 2,000).
+                        let busy = flags.iter().any(|flag| flag.load(Ordering::Relaxed));
+                        let next = if busy {
+                            start
+                                + tick.saturating_mul(u32::try_from(ticks + 1).unwrap_or(u32::MAX))
+                        } else {
+                            std::time::Instant::now() + IDLE_TICK_SLEEP.max(tick)
+                        };
+                        std::thread::sleep(
+                            next.saturating_duration_since(std::time::Instant::now()),
+                        );
+                        let due = (start.elapsed().as_nanos() / tick.as_nanos().max(1)) as u64;
+                        while ticks < due {
+                            engine.increment_epoch();
+                            ticks += 1;
+                        }
                     }
                 })
                 .ok()
@@ -232,7 +291,12 @@ impl Ticker {
         if thread.is_none() {
             tracing::error!("cannot start the wasm epoch thread: time limits are not enforced");
         }
-        Ticker { tick, stop, thread }
+        Ticker {
+            tick,
+            stop,
+            in_call,
+            thread,
+        }
     }
 }
 
@@ -241,6 +305,24 @@ impl Drop for Ticker {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+fn pin_to(cpus: &[usize]) {
+    if cpus.is_empty() {
+        return;
+    }
+    // SAFETY: `set` is a plain bit set on the stack, zeroed and filled by the libc macros,
+    // and passed by pointer with its size to a system call on the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            tracing::debug!("wasm epoch thread left unpinned");
         }
     }
 }
