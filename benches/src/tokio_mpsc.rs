@@ -112,9 +112,7 @@ pub fn run(suite: Suite, opts: &SuiteOptions) -> anyhow::Result<BenchResult> {
     let workers = match suite {
         Suite::Local => 1,
         Suite::CrossShard => 2,
-        Suite::Hardware | Suite::Idle => {
-            bail!("the {} suite has no tokio-mpsc baseline", suite.name())
-        }
+        _ => bail!("the {} suite has no tokio-mpsc baseline", suite.name()),
     };
     let runtime = build_runtime(workers, &pick_cpus(opts, workers))?;
     let duration = Duration::from_secs_f64(opts.seconds.max(0.0));

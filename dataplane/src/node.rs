@@ -4,8 +4,11 @@
 //! 1. (the caller) block SIGINT and SIGTERM ([`TerminationSignals`]), so the shard threads
 //!    inherit the mask, and read the [`Machine`] before any thread is pinned;
 //! 2. place the shards ([`plan`], pure) and print the placement and the limits;
-//! 3. check locked memory, start the [`Node`] with the configured agents, print "node ready";
-//! 4. wait for a signal, stop, join, print each shard's counters.
+//! 3. bind the admin endpoint (`admin.listen`), so a taken port fails before any shard
+//!    starts; check locked memory, start the [`Node`] with the configured agents, start the
+//!    admin thread, print "node ready";
+//! 4. wait for a signal, stop the node and the admin thread, join, print each shard's
+//!    counters.
 
 use std::fmt::Write as _;
 use std::num::NonZeroUsize;
@@ -18,6 +21,7 @@ use dataplane_runtime::{AgentFactory, Node, RuntimeConfig, ShardReport};
 use dataplane_shard::{owner_shard, Agent, ShardConfig};
 use dataplane_topology::{CpuSet, Placement, PlacementRequest, ShardCount, Topology};
 
+use crate::admin::{AdminServer, Service};
 use crate::agents::Builtin;
 use crate::signals::{self, TerminationSignals};
 use crate::wasm::WasmAgents;
@@ -314,22 +318,44 @@ pub fn run(config: &Config, machine: &Machine, signals: &TerminationSignals) -> 
     println!("{}", plan.placement);
     print!("{}", agents_lines(&plan.agents));
     println!("{}", limits_line(config, &plan));
-    if config.admin.listen.is_some() {
-        tracing::info!("admin endpoint not implemented yet: admin.listen is ignored");
-    }
+    let admin_server = config.admin.listen.map(AdminServer::bind).transpose()?;
     dataplane_runtime::preflight::ensure_memlock(plan.memlock_bytes_required)
         .context("checking locked memory (node.memlock_bytes_min, node.io_memory_bytes)")?;
     let shards = plan.runtime.shards();
     let wasm = WasmAgents::prepare(config, shards, &plan.agents)?;
     let mut runtime = plan.runtime;
     runtime.shard.restart = crate::wasm::restart_policy(config);
-    let node = Node::start(runtime, agent_factory(&plan.agents, wasm.as_ref()))
+    let node = Node::start(runtime, agent_factory(&plan.agents, Some(&wasm)))
         .context("starting the node's shards")?;
+    let admin = match admin_server {
+        Some(server) => {
+            let addr = server.local_addr();
+            let service = Service::new(node.handle(), wasm, config.clone(), &plan.agents);
+            match server.start(service) {
+                Ok(admin) => {
+                    println!("admin: listening on http://{addr}");
+                    Some(admin)
+                }
+                Err(error) => {
+                    node.request_stop();
+                    // The start-up error is the one to report.
+                    let _ = node.join();
+                    return Err(error);
+                }
+            }
+        }
+        None => None,
+    };
     tracing::info!(shards, agents = plan.agents.len(), "node ready");
     println!("node ready: {shards} shard(s); SIGINT or SIGTERM stops it");
     let signal = signals.wait().context("waiting for SIGINT or SIGTERM")?;
     tracing::info!(signal = %signals::name(signal), "stopping");
+    // Shards first: a control job the admin thread waits for is then run or refused at
+    // once, so the admin thread finishes its request quickly.
     node.request_stop();
+    if let Some(admin) = admin {
+        admin.stop();
+    }
     let reports = node.join().context("stopping the node's shards")?;
     print!("{}", stats_table(&reports));
     Ok(())

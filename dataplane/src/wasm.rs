@@ -56,6 +56,8 @@ pub fn host_config(config: &Config, shards: usize) -> anyhow::Result<HostConfig>
             WasmProfiling::JitDump => Profiling::JitDump,
             _ => Profiling::None,
         },
+        shards: shards.get(),
+        ticker_cpus: Vec::new(),
     })
 }
 
@@ -112,12 +114,15 @@ pub struct WasmAgents {
 }
 
 impl WasmAgents {
-    /// Builds the host and loads the modules of `agents`. `None` when no agent is WASM.
+    /// Builds the host and loads the modules of `agents`. The host exists even when no
+    /// configured agent is WASM: the admin endpoint deploys WASM agents at run time.
+    /// `vm.max_map_count` too low for a full pool is an error when configured agents are
+    /// WASM, else a warning (deploys may then fail once many agents are alive).
     pub fn prepare(
         config: &Config,
         shards: usize,
         agents: &[PlannedAgent],
-    ) -> anyhow::Result<Option<WasmAgents>> {
+    ) -> anyhow::Result<WasmAgents> {
         let sources: Vec<&ModuleSource> = agents
             .iter()
             .filter_map(|agent| match &agent.code {
@@ -125,11 +130,13 @@ impl WasmAgents {
                 AgentCode::Native(_) => None,
             })
             .collect();
-        if sources.is_empty() {
-            return Ok(None);
-        }
         let host_config = host_config(config, shards)?;
-        check_max_map_count(host_config.pool_slots.unwrap_or(0))?;
+        if let Err(error) = check_max_map_count(host_config.pool_slots.unwrap_or(0)) {
+            if !sources.is_empty() {
+                return Err(error);
+            }
+            tracing::warn!("{error:#}");
+        }
         let host = Host::new(host_config).context("starting the WASM host (wasm:)")?;
         let mut modules = HashMap::new();
         for source in sources {
@@ -137,16 +144,22 @@ impl WasmAgents {
                 modules.insert(source.clone(), load_module(&host, source)?);
             }
         }
-        Ok(Some(WasmAgents {
+        Ok(WasmAgents {
             host,
             modules: Arc::new(modules),
-        }))
+        })
     }
 
     /// The host.
     #[must_use]
     pub fn host(&self) -> &Host {
         &self.host
+    }
+
+    /// The module of `source` if [`WasmAgents::prepare`] loaded it.
+    #[must_use]
+    pub fn module(&self, source: &ModuleSource) -> Option<Arc<AgentModule>> {
+        self.modules.get(source).cloned()
     }
 
     /// A (not yet instantiated) agent `id` of `spec`; `None` if its module was not
@@ -204,9 +217,7 @@ mod tests {
         let config = Config::embedded_default();
         let shards = 2;
         let agents = crate::node::plan_agents_for_test(&config, shards);
-        let wasm = WasmAgents::prepare(&config, shards, &agents)
-            .unwrap()
-            .unwrap();
+        let wasm = WasmAgents::prepare(&config, shards, &agents).unwrap();
         let AgentCode::Wasm(spec) = &agents[0].code else {
             panic!("echo is wasm")
         };

@@ -212,7 +212,17 @@ fn topology_previews_a_synthetic_machine() {
 fn run_stops_cleanly_on_sigterm() {
     let _turn = turn();
     let mut child = Command::new(env!("CARGO_BIN_EXE_dataplane"))
-        .args(["run", "--shards", "2", "--idle", "park"])
+        // Port 0: the admin endpoint takes any free port, so the test never collides
+        // with a node already on the default 127.0.0.1:9090.
+        .args([
+            "run",
+            "--shards",
+            "2",
+            "--idle",
+            "park",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

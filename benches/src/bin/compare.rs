@@ -76,6 +76,7 @@ impl Cli {
             rate_msgs_per_s: self.rate,
             payload_bytes: self.payload_bytes,
             cpus: self.cpus.clone(),
+            ..SuiteOptions::default()
         })
     }
 }

@@ -1,10 +1,12 @@
-//! The command line: `dataplane [run] | config | topology | bench`.
+//! The command line: `dataplane [run] | config | topology | bench`, and the clients of a
+//! running node's admin endpoint: `agents | deploy | swap | undeploy`.
 //!
 //! Without a subcommand the binary runs the node, so `dataplane --shards auto` and
 //! `dataplane run --shards auto` are the same; the run options and a subcommand cannot be
 //! mixed (`args_conflicts_with_subcommands`). Standard output carries the reports (placement,
 //! YAML, tables, JSON lines); logs go to standard error.
 
+mod admin;
 mod bench;
 mod topology;
 
@@ -19,6 +21,7 @@ use tracing_subscriber::EnvFilter;
 use crate::node::Machine;
 use crate::signals::TerminationSignals;
 
+pub use admin::{agents_table, AdminArgs, AgentsArgs, DeployArgs, UndeployArgs};
 pub use bench::BenchArgs;
 pub use topology::TopologyArgs;
 
@@ -46,6 +49,15 @@ pub enum Command {
     Topology(TopologyArgs),
     /// Run a benchmark suite and report it (with the machine's own limit for comparison).
     Bench(BenchArgs),
+    /// List the agents of a running node (through its admin endpoint).
+    Agents(AgentsArgs),
+    /// Deploy a WASM agent on a running node.
+    Deploy(DeployArgs),
+    /// Hot-swap a running agent's module: same id and mailbox; on failure the old code
+    /// keeps running.
+    Swap(DeployArgs),
+    /// Undeploy an agent from a running node.
+    Undeploy(UndeployArgs),
 }
 
 /// `dataplane config ...`.
@@ -121,6 +133,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging(None)?;
             bench::run(&args)
         }
+        Some(Command::Agents(args)) => admin::agents(&args),
+        Some(Command::Deploy(args)) => admin::deploy(&args, false),
+        Some(Command::Swap(args)) => admin::deploy(&args, true),
+        Some(Command::Undeploy(args)) => admin::undeploy(&args),
     }
 }
 

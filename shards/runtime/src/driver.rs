@@ -1,20 +1,42 @@
 //! One shard's thread: ring set-up after pinning, the poll loop, parking and shutdown.
 
 use std::collections::VecDeque;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use dataplane_ring::{Consumer, Producer};
 use dataplane_shard::{RingItem, Shard, ShardConfig};
 
+use crate::control::{JobContext, ShardJob};
 use crate::doorbell::{doorbell, AsyncWaiter, Bell};
 use crate::{lock, IdlePolicy, RuntimeError, ShardReport, Shared};
 
 /// Idle polls a parking shard spins through before it sleeps: a burst that pauses for a
 /// few microseconds should not pay a doorbell round trip.
 const IDLE_POLLS_BEFORE_PARK: u32 = 256;
-/// Idle poll iterations between two clock reads.
+/// Idle poll iterations between two clock reads (and two looks at the control queue).
 const POLLS_PER_CLOCK_READ: u32 = 32;
+
+/// Closes the shard's control queue when the shard thread leaves `run_shard` by any path
+/// (an error or a panic included), so that no job waits forever for a gone shard.
+struct CloseControlOnExit {
+    shared: Arc<Shared>,
+    shard: usize,
+}
+
+impl Drop for CloseControlOnExit {
+    fn drop(&mut self) {
+        let dropped = self.shared.controls[self.shard].close();
+        if !dropped.is_empty() {
+            tracing::warn!(
+                shard = self.shard,
+                jobs = dropped.len(),
+                "control jobs dropped unrun"
+            );
+        }
+    }
+}
 
 /// Runs shard `shard` on the current (already pinned) executor thread.
 pub(crate) async fn run_shard(
@@ -22,6 +44,10 @@ pub(crate) async fn run_shard(
     shard: usize,
 ) -> Result<ShardReport, RuntimeError> {
     let shards = shared.config.shards();
+    let _close_control = CloseControlOnExit {
+        shared: Arc::clone(&shared),
+        shard,
+    };
     // Rings into this shard are allocated here, after pinning, so their memory is local
     // to the consumer, which reads the slots most.
     let mut consumers = Vec::with_capacity(shards - 1);
@@ -80,6 +106,7 @@ pub(crate) async fn run_shard(
             frames_in_flight_at_exit: 0,
         },
         waiter: waiter.into_async(),
+        jobs: Vec::new(),
         core,
         consumers,
         producers,
@@ -107,6 +134,8 @@ struct Driver {
     /// Buffers that came home during this poll, freed at its end.
     returned: Vec<RingItem>,
     waiter: AsyncWaiter,
+    /// Control jobs taken from the queue, run between two polls (allocation kept).
+    jobs: Vec<ShardJob>,
     report: ShardReport,
 }
 
@@ -121,7 +150,8 @@ impl Driver {
     /// sent are already published) and every `POLLS_PER_CLOCK_READ` idle polls, not on
     /// every iteration: a `clock_gettime` costs about as much as a cache-line transfer
     /// here and was 20% of a busy shard's profile. Agents see the time at the end of the
-    /// previous poll.
+    /// previous poll. The control queue's `pending` flag is looked at in the same places
+    /// (one load of a line that only changes when a job arrives; no lock, no syscall).
     async fn serve(&mut self) {
         let stall_threshold_ns = self.shared.config.stall_threshold.as_nanos() as u64;
         let mut idle_streak = 0u32;
@@ -141,12 +171,18 @@ impl Driver {
                 }
                 now_ns = end_ns;
                 idle_streak = 0;
+                self.run_control_jobs(now_ns);
                 continue;
             }
             self.report.idle_polls += 1;
             idle_streak = idle_streak.saturating_add(1);
             if idle_streak.is_multiple_of(POLLS_PER_CLOCK_READ) {
                 now_ns = self.now_ns();
+                if self.run_control_jobs(now_ns) > 0 {
+                    // A job may have queued messages (a deployed agent's on_start).
+                    idle_streak = 0;
+                    continue;
+                }
             }
             match self.shared.config.idle {
                 // Never yield to glommio here: see docs/decisions/why-no-glommio-yield.md.
@@ -155,10 +191,45 @@ impl Driver {
                     self.park().await;
                     idle_streak = 0;
                     now_ns = self.now_ns();
+                    self.run_control_jobs(now_ns);
                 }
                 IdlePolicy::Park => std::hint::spin_loop(),
             }
         }
+    }
+
+    /// Runs the control jobs waiting in this shard's queue, if its `pending` flag is set.
+    /// Returns how many ran. A job that panics is logged; the shard goes on.
+    fn run_control_jobs(&mut self, now_ns: u64) -> usize {
+        let shard = self.report.shard;
+        if !self.shared.controls[shard].has_pending() {
+            return 0;
+        }
+        let mut jobs = std::mem::take(&mut self.jobs);
+        self.shared.controls[shard].take(&mut jobs);
+        let ran = self.run_jobs(&mut jobs, now_ns);
+        self.jobs = jobs;
+        ran
+    }
+
+    fn run_jobs(&mut self, jobs: &mut Vec<ShardJob>, now_ns: u64) -> usize {
+        let ran = jobs.len();
+        let ctx = JobContext {
+            now_ns,
+            shard: self.report.shard,
+            cpu: self.report.cpu,
+            polls: self.report.polls,
+            idle_polls: self.report.idle_polls,
+            parks: self.report.parks,
+            stalls: self.report.stalls,
+        };
+        for job in jobs.drain(..) {
+            let core = &mut self.core;
+            if panic::catch_unwind(AssertUnwindSafe(|| job(core, &ctx))).is_err() {
+                tracing::error!(shard = ctx.shard, "a control job panicked");
+            }
+        }
+        ran
     }
 
     /// One iteration: rings in, handlers, rings out. Returns the units of work done.
@@ -271,6 +342,7 @@ impl Driver {
             announced += 1;
         }
         may_sleep = may_sleep
+            && !self.shared.controls[self.report.shard].has_pending()
             && !self.core.has_ready_work()
             && (0..self.core.config().shards).all(|to| !self.core.wants_transmit(to))
             && self.stalled.iter().all(VecDeque::is_empty)
@@ -300,11 +372,14 @@ impl Driver {
         }
     }
 
-    /// Stops the agents, then keeps moving frames until every shard has settled (or the
-    /// drain timeout passes), so buffers go home before their pools are freed.
+    /// Runs the control jobs accepted so far and refuses later ones, stops the agents,
+    /// then keeps moving frames until every shard has settled (or the drain timeout
+    /// passes), so buffers go home before their pools are freed.
     fn shutdown(&mut self) {
         let shards = self.core.config().shards;
         let start_ns = self.now_ns();
+        let mut accepted = self.shared.controls[self.report.shard].close();
+        self.run_jobs(&mut accepted, start_ns);
         self.core.stop_all(start_ns);
         let deadline_ns = start_ns + self.shared.config.drain_timeout.as_nanos() as u64;
         let mut counted = false;

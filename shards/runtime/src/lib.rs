@@ -7,16 +7,24 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
+//! use std::time::Duration;
 //! use dataplane_runtime::{IdlePolicy, Node, RuntimeConfig};
 //!
 //! let config = RuntimeConfig::new(vec![0, 1], IdlePolicy::Park);
 //! let node = Node::start(config, Arc::new(|_shard, _shards| Vec::new())).unwrap();
+//! // Another thread may run work on a shard's own thread through a handle.
+//! let handle = node.handle();
+//! let agents = handle
+//!     .call(1, Duration::from_secs(5), |shard, _ctx| shard.agents())
+//!     .unwrap();
+//! assert_eq!(agents, 0);
 //! let reports = node.stop().unwrap();
 //! assert_eq!(reports.len(), 2);
 //! ```
 
 #![warn(missing_docs)]
 
+mod control;
 mod doorbell;
 mod driver;
 pub mod preflight;
@@ -26,9 +34,12 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use dataplane_frame::AgentId;
-use dataplane_shard::{Agent, RingItem, ShardConfig, ShardStats};
+use dataplane_shard::{Agent, RingItem, Shard, ShardConfig, ShardStats};
 
+pub use control::{JobContext, ShardJob, CONTROL_QUEUE_CAPACITY_JOBS};
 pub use doorbell::{doorbell, Bell};
+
+use control::ControlQueue;
 
 /// What a shard does when it has no work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +164,44 @@ pub enum RuntimeError {
         /// The shard.
         shard: usize,
     },
+    /// A control job was addressed to a shard the node does not have.
+    #[error("shard {shard} does not exist: the node has {shards} shard(s)")]
+    NoSuchShard {
+        /// The shard asked for.
+        shard: usize,
+        /// Shards on the node.
+        shards: usize,
+    },
+    /// The shard's control queue is full: try again later.
+    #[error(
+        "shard {shard}: control queue is full ({capacity_jobs} jobs waiting); try again later"
+    )]
+    ControlQueueFull {
+        /// The shard.
+        shard: usize,
+        /// The queue bound.
+        capacity_jobs: usize,
+    },
+    /// The node is stopping: no more control jobs are accepted.
+    #[error("the node is stopping")]
+    Stopping,
+    /// A control job did not answer in time. It may still run later.
+    #[error("shard {shard} did not answer within {timeout:?}; the job may still run")]
+    JobTimeout {
+        /// The shard.
+        shard: usize,
+        /// How long the caller waited.
+        timeout: Duration,
+    },
+    /// A control job was dropped without an answer: the node stopped first, or the job
+    /// panicked (logged by the shard).
+    #[error(
+        "shard {shard} dropped the job without an answer (node stopping, or the job panicked)"
+    )]
+    JobLost {
+        /// The shard.
+        shard: usize,
+    },
 }
 
 /// What a shard reports when it stops.
@@ -188,20 +237,21 @@ pub(crate) struct Shared {
     /// `producers[from][to]`, filled by each consumer `to` after it pinned itself.
     pub(crate) producers: Mutex<Vec<Vec<Option<dataplane_ring::Producer<RingItem>>>>>,
     pub(crate) bells: Mutex<Vec<Option<Arc<Bell>>>>,
+    /// One control queue per shard (`Node::run_on`).
+    pub(crate) controls: Vec<ControlQueue>,
     pub(crate) epoch: Instant,
 }
 
 /// A running node: its shard threads.
 pub struct Node {
-    shared: Arc<Shared>,
+    handle: NodeHandle,
     handles: Vec<glommio::ExecutorJoinHandle<Result<ShardReport, RuntimeError>>>,
-    bells: Vec<Arc<Bell>>,
 }
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node")
-            .field("cpus", &self.shared.config.cpus)
+            .field("cpus", &self.handle.shared.config.cpus)
             .finish_non_exhaustive()
     }
 }
@@ -234,6 +284,7 @@ impl Node {
                     .collect(),
             ),
             bells: Mutex::new(vec![None; shards]),
+            controls: (0..shards).map(|_| ControlQueue::new()).collect(),
             epoch: Instant::now(),
             config,
         });
@@ -257,12 +308,17 @@ impl Node {
         // reach both barriers on every path (see driver::run_shard).
         shared.started.wait();
         shared.deployed.wait();
-        let bells = lock(&shared.bells).iter().flatten().cloned().collect();
+        let bells = lock(&shared.bells).clone().into();
         Ok(Node {
-            shared,
+            handle: NodeHandle { shared, bells },
             handles,
-            bells,
         })
+    }
+
+    /// A handle other threads may keep to run control jobs on the shards
+    /// ([`NodeHandle::run_on`]); it outlives the node harmlessly (jobs are then refused).
+    pub fn handle(&self) -> NodeHandle {
+        self.handle.clone()
     }
 
     /// Shards on the node.
@@ -272,13 +328,19 @@ impl Node {
 
     /// Nanoseconds since the node started (the clock shards pass to their agents).
     pub fn now_ns(&self) -> u64 {
-        self.shared.epoch.elapsed().as_nanos() as u64
+        self.handle.now_ns()
+    }
+
+    /// Runs `job` on shard `shard`'s thread: see [`NodeHandle::run_on`].
+    pub fn run_on(&self, shard: usize, job: ShardJob) -> Result<(), RuntimeError> {
+        self.handle.run_on(shard, job)
     }
 
     /// Asks every shard to stop, without waiting.
     pub fn request_stop(&self) {
-        self.shared.stop.store(true, Ordering::Release);
-        for bell in &self.bells {
+        let shared = &self.handle.shared;
+        shared.stop.store(true, Ordering::Release);
+        for bell in self.handle.bells.iter().flatten() {
             bell.ring();
         }
     }
@@ -308,6 +370,95 @@ impl Node {
             Some(error) => Err(error),
             None => Ok(reports),
         }
+    }
+}
+
+/// A clonable, `Send + Sync` handle on a running node, for threads off the data path (the
+/// admin endpoint, tests): it runs control jobs on a shard's own thread, where the shard's
+/// agents live (they are not `Send`).
+#[derive(Clone)]
+pub struct NodeHandle {
+    shared: Arc<Shared>,
+    /// Each shard's doorbell, by shard (`None` if the shard could not make one).
+    bells: Arc<[Option<Arc<Bell>>]>,
+}
+
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle")
+            .field("shards", &self.shards())
+            .field("stopping", &self.is_stopping())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeHandle {
+    /// Shards on the node.
+    pub fn shards(&self) -> usize {
+        self.shared.config.shards()
+    }
+
+    /// Nanoseconds since the node started (the clock shards pass to their agents).
+    pub fn now_ns(&self) -> u64 {
+        self.shared.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Whether the node has been asked to stop.
+    pub fn is_stopping(&self) -> bool {
+        self.shared.stop.load(Ordering::Acquire)
+    }
+
+    /// Queues `job` to run once on shard `shard`'s thread, between two polls, and wakes the
+    /// shard if it is parked. Returns once the job is queued, not run.
+    ///
+    /// Refused with [`RuntimeError::NoSuchShard`], [`RuntimeError::ControlQueueFull`]
+    /// (more than [`CONTROL_QUEUE_CAPACITY_JOBS`] waiting) or [`RuntimeError::Stopping`].
+    /// An accepted job runs before the shard stops its agents, unless the shard thread
+    /// failed; then it is dropped unrun.
+    pub fn run_on(&self, shard: usize, job: ShardJob) -> Result<(), RuntimeError> {
+        let shards = self.shards();
+        let queue = self
+            .shared
+            .controls
+            .get(shard)
+            .ok_or(RuntimeError::NoSuchShard { shard, shards })?;
+        if self.is_stopping() {
+            return Err(RuntimeError::Stopping);
+        }
+        queue.push(shard, job)?;
+        // A busy-polling shard looks at its queue within 32 polls; a parking one may be
+        // asleep. The ring is a write(2) on this (control) thread, never on a shard's.
+        if self.shared.config.idle == IdlePolicy::Park {
+            if let Some(bell) = self.bells.get(shard).and_then(Option::as_ref) {
+                bell.ring();
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on shard `shard`'s thread and waits up to `timeout` for its result.
+    ///
+    /// Errors as [`NodeHandle::run_on`], plus [`RuntimeError::JobTimeout`] (the job may
+    /// still run later) and [`RuntimeError::JobLost`] (it was dropped unrun, or panicked).
+    pub fn call<R, F>(&self, shard: usize, timeout: Duration, f: F) -> Result<R, RuntimeError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Shard, &JobContext) -> R + Send + 'static,
+    {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        self.run_on(
+            shard,
+            Box::new(move |core, ctx| {
+                // The caller may have given up waiting; the result is then dropped here.
+                let _ = sender.send(f(core, ctx));
+            }),
+        )?;
+        receiver.recv_timeout(timeout).map_err(|error| match error {
+            std::sync::mpsc::RecvTimeoutError::Timeout => {
+                RuntimeError::JobTimeout { shard, timeout }
+            }
+            std::sync::mpsc::RecvTimeoutError::Disconnected => RuntimeError::JobLost { shard },
+        })
     }
 }
 
