@@ -24,9 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use dataplane_frame::{AgentId, Performative, Priority};
 use dataplane_runtime::{IdlePolicy, Node, RuntimeConfig};
-use dataplane_shard::{
-    id_on_shard, Agent, AgentError, Context, Message, RestartPolicy, Shard, ShardConfig,
-};
+use dataplane_shard::{Agent, AgentError, Context, Message, RestartPolicy, Shard, ShardConfig};
 use dataplane_wasm::{AgentLimits, AgentModule, AgentSpec, Host, HostConfig, WasmAgent};
 
 use super::native::{self, finish, header, FloodEnd, Outcome, PeerFactory, Placement};
@@ -217,9 +215,11 @@ pub fn memory(opts: &SuiteOptions, agents: u64) -> anyhow::Result<MemoryResult> 
     let per_shard = agents.div_ceil(shards as u64);
     let factory_modules = modules.clone();
     let factory = Arc::new(move |shard: usize, shards: usize| {
-        (0..per_shard)
-            .map(|n| {
-                let id = id_on_shard(n + 1, shard, shards);
+        (1u64..)
+            .map(AgentId)
+            .filter(|id| dataplane_shard::owner_shard(*id, shards) == shard)
+            .take(per_shard as usize)
+            .map(|id| {
                 let limits = AgentLimits {
                     memory_bytes_max: 1 << 20,
                     ..AgentLimits::default()
