@@ -240,9 +240,8 @@ struct Ticker {
 }
 
 /// How long the ticker sleeps when no shard is running guest code: a call that starts
-/// meanwhile is seen at the next wake-up, and the epoch then catches up with the clock,
-/// so its deadline is still kept to within one tick as long as this is shorter than the
-/// shortest time limit (1 ms).
+/// meanwhile is seen at the next wake-up, so its interrupt may come up to this much
+/// later (never earlier) than the limit plus one tick.
 const IDLE_TICK_SLEEP: Duration = Duration::from_micros(900);
 
 impl Ticker {
@@ -261,29 +260,21 @@ impl Ticker {
                 .spawn(move || {
                     pin_to(&cpus);
                     raise_to_realtime();
-                    // The epoch follows the clock, not the count of wake-ups: a late
-                    // wake-up advances it by every tick that is due, so sleep overshoot
-                    // never accumulates into a later interrupt.
-                    let start = std::time::Instant::now();
-                    let mut ticks: u64 = 0;
                     while !stop.load(Ordering::Relaxed) {
                         // Tick by tick while guest code runs somewhere; otherwise a longer
                         // sleep (an idle node wakes ~1,100 times a second, not 2,000).
                         let busy = flags.iter().any(|flag| flag.load(Ordering::Relaxed));
-                        let next = if busy {
-                            start
-                                + tick.saturating_mul(u32::try_from(ticks + 1).unwrap_or(u32::MAX))
+                        std::thread::sleep(if busy {
+                            tick
                         } else {
-                            std::time::Instant::now() + IDLE_TICK_SLEEP.max(tick)
-                        };
-                        std::thread::sleep(
-                            next.saturating_duration_since(std::time::Instant::now()),
-                        );
-                        let due = (start.elapsed().as_nanos() / tick.as_nanos().max(1)) as u64;
-                        while ticks < due {
-                            engine.increment_epoch();
-                            ticks += 1;
-                        }
+                            IDLE_TICK_SLEEP.max(tick)
+                        });
+                        // One increment per wake-up, at least a tick after the last one,
+                        // never a catch-up: a call's deadline counts ticks from the epoch
+                        // at its start, so a burst of overdue ticks right after it starts
+                        // (after an idle sleep or a late wake-up) would interrupt it
+                        // before its limit. A late wake-up delays the interrupt instead.
+                        engine.increment_epoch();
                     }
                 })
                 .ok()
