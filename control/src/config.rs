@@ -37,6 +37,8 @@ pub struct Config {
     /// Agents deployed at start-up. Default: one agent `echo` of `kind: wasm` running
     /// `builtin:echo`; `agents: []` deploys none.
     pub agents: Vec<AgentSpec>,
+    /// The QUIC edge.
+    pub edge: EdgeConfig,
     /// Metrics and admin endpoint.
     pub admin: AdminConfig,
     /// Logging.
@@ -263,6 +265,34 @@ pub struct WasmAgentSpec {
     pub limits: AgentLimits,
 }
 
+/// `edge:` — the QUIC edge clients and other nodes connect to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct EdgeConfig {
+    /// Address every shard binds (`SO_REUSEPORT`), `IP:PORT`; `null` turns the edge off.
+    /// Default: `127.0.0.1:4433`.
+    pub listen: Option<SocketAddr>,
+    /// Certificate chain (PEM). With `key`; when both are `null` the node uses a
+    /// development certificate from `dev_cert_dir`.
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM).
+    pub key: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates must chain to; set it to require
+    /// mutual TLS. Default: `null` (no client certificates).
+    pub client_ca: Option<PathBuf>,
+    /// Where the development certificate lives: `auto` (`$XDG_DATA_HOME/dataplane/tls`,
+    /// else `~/.local/share/dataplane/tls`) or a directory.
+    pub dev_cert_dir: Option<PathBuf>,
+    /// Connections one shard serves at once.
+    pub connections_per_shard_max: u64,
+    /// A connection without traffic this long is closed, milliseconds.
+    pub idle_timeout_ms: u64,
+    /// Flow-control window of a connection's frame stream, bytes.
+    pub stream_window_bytes: u64,
+    /// Reply bytes queued for one connection before its requests stop being read.
+    pub egress_bytes_max: u64,
+}
+
 /// `admin:` — metrics and admin endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
@@ -315,11 +345,13 @@ impl Config {
         let log = LogConfig {
             level: log_level(&raw.log.level)?,
         };
+        let edge = edge(&raw.edge)?;
         let config = Self {
             node,
             shard,
             wasm,
             agents,
+            edge,
             admin,
             log,
         };
@@ -594,6 +626,73 @@ fn shard(raw: &RawShard) -> Result<ShardConfig, ConfigError> {
         stall_threshold_us: NonZeroU64::new(stall_threshold_us).ok_or_else(|| {
             out_of_bounds("shard.stall_threshold_us", 0, limits::STALL_THRESHOLD_US)
         })?,
+    })
+}
+
+fn edge(raw: &crate::raw::RawEdge) -> Result<EdgeConfig, ConfigError> {
+    let path = |field: &str, value: &Option<Scalar>| -> Result<Option<PathBuf>, ConfigError> {
+        match value {
+            None => Ok(None),
+            Some(text) => parsed_with(field, text, |text| {
+                if text.is_empty() || text.len() > limits::PATH_BYTES_MAX {
+                    Err(ParseValueError::new("must be a file path"))
+                } else {
+                    Ok(Some(PathBuf::from(text)))
+                }
+            }),
+        }
+    };
+    let cert = path("edge.cert", &raw.cert)?;
+    let key = path("edge.key", &raw.key)?;
+    if cert.is_some() != key.is_some() {
+        let (field, value) = if cert.is_some() {
+            ("edge.key", "null")
+        } else {
+            ("edge.cert", "null")
+        };
+        return Err(ConfigError::invalid(
+            field,
+            value,
+            "edge.cert and edge.key go together: set both, or neither for a development certificate",
+        ));
+    }
+    let dev_cert_dir = match &raw.dev_cert_dir {
+        None => None,
+        Some(text) if text.as_str() == "auto" => None,
+        dir => path("edge.dev_cert_dir", dir)?,
+    };
+    Ok(EdgeConfig {
+        listen: match &raw.listen {
+            None => None,
+            Some(text) => Some(parsed_with("edge.listen", text, |text| {
+                SocketAddr::from_str(text)
+                    .map_err(|_| ParseValueError::new("must be IP:PORT, e.g. 127.0.0.1:4433"))
+            })?),
+        },
+        cert,
+        key,
+        client_ca: path("edge.client_ca", &raw.client_ca)?,
+        dev_cert_dir,
+        connections_per_shard_max: number(
+            "edge.connections_per_shard_max",
+            &raw.connections_per_shard_max,
+            limits::EDGE_CONNECTIONS_PER_SHARD_MAX,
+        )?,
+        idle_timeout_ms: number(
+            "edge.idle_timeout_ms",
+            &raw.idle_timeout_ms,
+            limits::EDGE_IDLE_TIMEOUT_MS,
+        )?,
+        stream_window_bytes: number(
+            "edge.stream_window_bytes",
+            &raw.stream_window_bytes,
+            limits::EDGE_STREAM_WINDOW_BYTES,
+        )?,
+        egress_bytes_max: number(
+            "edge.egress_bytes_max",
+            &raw.egress_bytes_max,
+            limits::EDGE_EGRESS_BYTES_MAX,
+        )?,
     })
 }
 

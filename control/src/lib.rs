@@ -52,8 +52,8 @@ use std::io::Read;
 use std::path::Path;
 
 pub use config::{
-    AdminConfig, AgentLimits, AgentSpec, Config, LogConfig, NodeConfig, RestartPolicy, ShardConfig,
-    WasmAgentSpec, WasmConfig,
+    AdminConfig, AgentLimits, AgentSpec, Config, EdgeConfig, LogConfig, NodeConfig, RestartPolicy,
+    ShardConfig, WasmAgentSpec, WasmConfig,
 };
 pub use error::ConfigError;
 pub use overrides::Overrides;

@@ -127,6 +127,40 @@ pub const STALL_THRESHOLD_US: Bounds = Bounds {
     unit: "microseconds",
 };
 
+/// `edge.listen` default: loopback only; set `0.0.0.0:4433` to serve other machines.
+pub const EDGE_LISTEN_DEFAULT: &str = "127.0.0.1:4433";
+/// `edge.dev_cert_dir` default: `auto`, the user's data directory.
+pub const EDGE_DEV_CERT_DIR_DEFAULT: &str = "auto";
+/// `edge.connections_per_shard_max`: QUIC connections one shard serves at once.
+pub const EDGE_CONNECTIONS_PER_SHARD_MAX: Bounds = Bounds {
+    default: 4_096,
+    min: 1,
+    max: 1_000_000,
+    unit: "connections",
+};
+/// `edge.idle_timeout_ms`: a connection without traffic this long is closed.
+pub const EDGE_IDLE_TIMEOUT_MS: Bounds = Bounds {
+    default: 30_000,
+    min: 100,
+    max: 3_600_000,
+    unit: "milliseconds",
+};
+/// `edge.stream_window_bytes`: flow-control window of a connection's frame stream.
+pub const EDGE_STREAM_WINDOW_BYTES: Bounds = Bounds {
+    default: 8 * MIB,
+    min: 64 * KIB,
+    max: 1024 * MIB,
+    unit: "bytes",
+};
+/// `edge.egress_bytes_max`: replies queued for a connection before its requests stop
+/// being read (twice this closes it).
+pub const EDGE_EGRESS_BYTES_MAX: Bounds = Bounds {
+    default: 8 * MIB,
+    min: 64 * KIB,
+    max: 1024 * MIB,
+    unit: "bytes",
+};
+
 /// WebAssembly page size, in bytes: linear memory sizes are multiples of it.
 pub const WASM_PAGE_BYTES: u64 = 64 * KIB;
 
@@ -253,7 +287,11 @@ pub const ADMIN_LISTEN_DEFAULT: &str = "127.0.0.1:9090";
 pub const LOG_LEVEL_DEFAULT: &str = "info";
 
 /// Every numeric setting that may not be zero, for the checks below.
-const ALL: [Bounds; 22] = [
+const ALL: [Bounds; 26] = [
+    EDGE_CONNECTIONS_PER_SHARD_MAX,
+    EDGE_IDLE_TIMEOUT_MS,
+    EDGE_STREAM_WINDOW_BYTES,
+    EDGE_EGRESS_BYTES_MAX,
     SHARDS,
     MEMLOCK_BYTES_MIN,
     IO_MEMORY_BYTES,

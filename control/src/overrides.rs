@@ -71,6 +71,21 @@ pub struct Overrides {
     /// How JIT code is named for profilers [wasm.profiling; default: none]
     #[arg(long, value_name = "PROFILING")]
     pub wasm_profiling: Option<WasmProfiling>,
+    /// QUIC edge address every shard binds, IP:PORT [edge.listen; default: 127.0.0.1:4433]
+    #[arg(long, value_name = "IP:PORT", conflicts_with = "edge_disabled")]
+    pub listen: Option<SocketAddr>,
+    /// Turn the QUIC edge off [edge.listen = null; default: on]
+    #[arg(long)]
+    pub edge_disabled: bool,
+    /// Certificate chain for the QUIC edge, PEM [edge.cert; default: development certificate]
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    /// Private key for the QUIC edge, PEM [edge.key]
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
+    /// Require client certificates signed by this CA, PEM [edge.client_ca; default: none]
+    #[arg(long, value_name = "FILE")]
+    pub client_ca: Option<std::path::PathBuf>,
     /// Admin endpoint address, IP:PORT [admin.listen; default: 127.0.0.1:9090]
     #[arg(long, value_name = "IP:PORT", conflicts_with = "admin_disabled")]
     pub admin_listen: Option<SocketAddr>,
@@ -136,6 +151,22 @@ impl Overrides {
             wasm.cache_dir = None;
         }
         set(&mut wasm.profiling, self.wasm_profiling.as_ref());
+        set(&mut raw.edge.listen, self.listen.as_ref());
+        if self.edge_disabled {
+            raw.edge.listen = None;
+        }
+        set(
+            &mut raw.edge.cert,
+            self.cert.as_ref().map(|p| p.display()).as_ref(),
+        );
+        set(
+            &mut raw.edge.key,
+            self.key.as_ref().map(|p| p.display()).as_ref(),
+        );
+        set(
+            &mut raw.edge.client_ca,
+            self.client_ca.as_ref().map(|p| p.display()).as_ref(),
+        );
         set(&mut raw.admin.listen, self.admin_listen.as_ref());
         if self.admin_disabled {
             raw.admin.listen = None;

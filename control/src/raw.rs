@@ -90,6 +90,7 @@ pub(crate) struct RawConfig {
     pub(crate) shard: RawShard,
     pub(crate) wasm: RawWasm,
     pub(crate) agents: Option<Vec<RawAgent>>,
+    pub(crate) edge: RawEdge,
     pub(crate) admin: RawAdmin,
     pub(crate) log: RawLog,
 }
@@ -274,6 +275,37 @@ impl RawAgent {
             config: None,
             seed: None,
             limits: None,
+        }
+    }
+}
+
+/// `edge:`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawEdge {
+    pub(crate) listen: Option<Scalar>,
+    pub(crate) cert: Option<Scalar>,
+    pub(crate) key: Option<Scalar>,
+    pub(crate) client_ca: Option<Scalar>,
+    pub(crate) dev_cert_dir: Field,
+    pub(crate) connections_per_shard_max: Field,
+    pub(crate) idle_timeout_ms: Field,
+    pub(crate) stream_window_bytes: Field,
+    pub(crate) egress_bytes_max: Field,
+}
+
+impl Default for RawEdge {
+    fn default() -> Self {
+        Self {
+            listen: Some(Scalar::from(limits::EDGE_LISTEN_DEFAULT)),
+            cert: None,
+            key: None,
+            client_ca: None,
+            dev_cert_dir: Some(Scalar::from(limits::EDGE_DEV_CERT_DIR_DEFAULT)),
+            connections_per_shard_max: default_of(limits::EDGE_CONNECTIONS_PER_SHARD_MAX),
+            idle_timeout_ms: default_of(limits::EDGE_IDLE_TIMEOUT_MS),
+            stream_window_bytes: default_of(limits::EDGE_STREAM_WINDOW_BYTES),
+            egress_bytes_max: default_of(limits::EDGE_EGRESS_BYTES_MAX),
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod agents;
 pub mod bench;
 pub mod cli;
+pub mod edge;
 pub mod node;
 pub mod signals;
 pub mod wasm;

@@ -325,8 +325,16 @@ pub fn run(config: &Config, machine: &Machine, signals: &TerminationSignals) -> 
     let wasm = WasmAgents::prepare(config, shards, &plan.agents)?;
     let mut runtime = plan.runtime;
     runtime.shard.restart = crate::wasm::restart_policy(config);
-    let node = Node::start(runtime, agent_factory(&plan.agents, Some(&wasm)))
-        .context("starting the node's shards")?;
+    let edge = crate::edge::plan(config, shards)?;
+    if let Some(edge) = &edge {
+        println!("{}", edge.summary);
+    }
+    let node = Node::start_with_io(
+        runtime,
+        agent_factory(&plan.agents, Some(&wasm)),
+        edge.as_ref().map(|edge| edge.factory.clone()),
+    )
+    .context("starting the node's shards")?;
     let admin = match admin_server {
         Some(server) => {
             let addr = server.local_addr();

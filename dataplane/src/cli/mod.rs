@@ -8,6 +8,7 @@
 
 mod admin;
 mod bench;
+pub mod send;
 mod topology;
 
 use std::io::IsTerminal as _;
@@ -58,6 +59,8 @@ pub enum Command {
     Swap(DeployArgs),
     /// Undeploy an agent from a running node.
     Undeploy(UndeployArgs),
+    /// Send one message to an agent over the node's QUIC edge and print the reply.
+    Send(send::SendArgs),
 }
 
 /// `dataplane config ...`.
@@ -137,6 +140,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Deploy(args)) => admin::deploy(&args, false),
         Some(Command::Swap(args)) => admin::deploy(&args, true),
         Some(Command::Undeploy(args)) => admin::undeploy(&args),
+        Some(Command::Send(args)) => send::send(&args),
     }
 }
 

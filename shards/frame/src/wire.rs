@@ -345,6 +345,22 @@ pub unsafe fn access_trusted(bytes: &[u8]) -> &ArchivedFrame {
     ArchivedFrame::wrap(inner)
 }
 
+/// Offset of the `from` field within the root.
+const FROM_OFFSET: usize = 8;
+const _: () = assert!(offset_of!(ArchivedWireFrame, from) == FROM_OFFSET);
+
+/// Checks untrusted `bytes` like [`validate`], then overwrites the frame's sender with
+/// `from` in place and returns the header as it now reads. This is how the network edge
+/// stamps a client's frames with its connection's id without re-encoding them: any
+/// `u64` is a valid sender, so the bytes still pass [`validate`] afterwards.
+pub fn validate_and_set_from(bytes: &mut [u8], from: AgentId) -> Result<Header, FrameError> {
+    let mut header = validate(bytes)?.header();
+    let at = bytes.len() - FRAME_FIXED_BYTES + FROM_OFFSET;
+    bytes[at..at + 8].copy_from_slice(&from.0.to_le_bytes());
+    header.from = from;
+    Ok(header)
+}
+
 /// The header of the frame in untrusted `bytes`: [`validate`] then
 /// [`ArchivedFrame::header`].
 pub fn header_of(bytes: &[u8]) -> Result<Header, FrameError> {

@@ -10,6 +10,7 @@ use dataplane_shard::{RingItem, Shard, ShardConfig};
 
 use crate::control::{JobContext, ShardJob};
 use crate::doorbell::{doorbell, AsyncWaiter, Bell};
+use crate::io::ShardIo;
 use crate::{lock, IdlePolicy, RuntimeError, ShardReport, Shared};
 
 /// Idle polls a parking shard spins through before it sleeps: a burst that pauses for a
@@ -17,6 +18,10 @@ use crate::{lock, IdlePolicy, RuntimeError, ShardReport, Shared};
 const IDLE_POLLS_BEFORE_PARK: u32 = 256;
 /// Idle poll iterations between two clock reads (and two looks at the control queue).
 const POLLS_PER_CLOCK_READ: u32 = 32;
+/// Idle poll iterations between two polls of the shard's I/O (a `recvmmsg` that finds
+/// nothing costs a few hundred nanoseconds; an idle ring poll, a few). After an iteration
+/// that did work the I/O is always polled.
+const IDLE_POLLS_PER_IO_POLL: u64 = 4;
 
 /// Closes the shard's control queue when the shard thread leaves `run_shard` by any path
 /// (an error or a panic included), so that no job waits forever for a gone shard.
@@ -88,6 +93,17 @@ pub(crate) async fn run_shard(
             tracing::error!(shard, %error, "agent not deployed");
         }
     }
+    let io = match &shared.io {
+        Some(factory) => match factory(&mut core, now_ns) {
+            Ok(io) => Some(io),
+            Err(message) => {
+                tracing::error!(shard, %message, "shard I/O did not start");
+                lock(&shared.io_errors).push((shard, message));
+                None
+            }
+        },
+        None => None,
+    };
     shared.deployed.wait();
 
     let waiter = waiter.map_err(|source| RuntimeError::Doorbell { shard, source })?;
@@ -107,6 +123,8 @@ pub(crate) async fn run_shard(
         },
         waiter: waiter.into_async(),
         jobs: Vec::new(),
+        io,
+        io_due: true,
         core,
         consumers,
         producers,
@@ -136,6 +154,11 @@ struct Driver {
     waiter: AsyncWaiter,
     /// Control jobs taken from the queue, run between two polls (allocation kept).
     jobs: Vec<ShardJob>,
+    /// The shard's network edge, if the node has one.
+    io: Option<Box<dyn ShardIo>>,
+    /// Whether the next poll looks at the I/O (the last one did work, or enough idle
+    /// polls have passed).
+    io_due: bool,
     report: ShardReport,
 }
 
@@ -234,7 +257,13 @@ impl Driver {
 
     /// One iteration: rings in, handlers, rings out. Returns the units of work done.
     fn poll_once(&mut self, now_ns: u64) -> usize {
-        let mut work = self.receive();
+        let mut work = 0;
+        if let Some(io) = self.io.as_mut() {
+            if self.io_due || self.report.polls.is_multiple_of(IDLE_POLLS_PER_IO_POLL) {
+                work += io.poll(&mut self.core, now_ns);
+            }
+        }
+        work += self.receive();
         work += self
             .core
             .poll_deliver(now_ns, self.shared.config.poll_budget_messages);
@@ -244,6 +273,7 @@ impl Driver {
             let _ = self.core.handle_ring_item(item);
             work += 1;
         }
+        self.io_due = work > 0;
         work
     }
 
@@ -349,7 +379,12 @@ impl Driver {
             && !self.shared.stop.load(Ordering::Acquire);
         // Wake up in time to restart the crashed agent whose back-off ends first.
         let mut timeout = self.shared.config.park_timeout;
-        if let Some(deadline_ns) = self.core.next_timer_ns().filter(|_| may_sleep) {
+        let io_timer_ns = self.io.as_ref().and_then(|io| io.next_timer_ns());
+        let next_timer_ns = match (self.core.next_timer_ns(), io_timer_ns) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(deadline_ns) = next_timer_ns.filter(|_| may_sleep) {
             let left_ns = deadline_ns.saturating_sub(self.now_ns());
             may_sleep = left_ns > 0;
             timeout = timeout.min(std::time::Duration::from_nanos(left_ns));
@@ -357,15 +392,25 @@ impl Driver {
         if may_sleep {
             self.report.parks += 1;
             let waiter = &mut self.waiter;
+            let io = self.io.as_deref();
             futures_lite::future::or(
+                futures_lite::future::or(
+                    async {
+                        let _ = waiter.wait().await;
+                    },
+                    async {
+                        glommio::timer::sleep(timeout).await;
+                    },
+                ),
                 async {
-                    let _ = waiter.wait().await;
-                },
-                async {
-                    glommio::timer::sleep(timeout).await;
+                    match io {
+                        Some(io) => io.readable().await,
+                        None => std::future::pending().await,
+                    }
                 },
             )
             .await;
+            self.io_due = true;
         }
         for (_, consumer) in self.consumers.iter_mut().take(announced) {
             consumer.set_parked(false);
@@ -380,6 +425,9 @@ impl Driver {
         let start_ns = self.now_ns();
         let mut accepted = self.shared.controls[self.report.shard].close();
         self.run_jobs(&mut accepted, start_ns);
+        if let Some(io) = self.io.as_mut() {
+            io.shutdown(&mut self.core, start_ns);
+        }
         self.core.stop_all(start_ns);
         let deadline_ns = start_ns + self.shared.config.drain_timeout.as_nanos() as u64;
         let mut counted = false;

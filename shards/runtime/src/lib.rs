@@ -27,6 +27,7 @@
 mod control;
 mod doorbell;
 mod driver;
+mod io;
 pub mod preflight;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -38,6 +39,7 @@ use dataplane_shard::{Agent, RingItem, Shard, ShardConfig, ShardStats};
 
 pub use control::{JobContext, ShardJob, CONTROL_QUEUE_CAPACITY_JOBS};
 pub use doorbell::{doorbell, Bell};
+pub use io::{IoFactory, ShardIo};
 
 use control::ControlQueue;
 
@@ -150,6 +152,14 @@ pub enum RuntimeError {
         /// glommio's error.
         message: String,
     },
+    /// A shard's I/O (the network edge) could not start.
+    #[error("shard {shard}: {message}")]
+    Io {
+        /// The shard.
+        shard: usize,
+        /// What went wrong.
+        message: String,
+    },
     /// A shard could not set up its doorbell.
     #[error("shard {shard}: doorbell: {source}")]
     Doorbell {
@@ -230,6 +240,9 @@ pub struct ShardReport {
 pub(crate) struct Shared {
     pub(crate) config: RuntimeConfig,
     pub(crate) factory: AgentFactory,
+    pub(crate) io: Option<IoFactory>,
+    /// Start-up failures of shards' I/O, reported by `Node::start`.
+    pub(crate) io_errors: Mutex<Vec<(usize, String)>>,
     pub(crate) stop: AtomicBool,
     pub(crate) drained: AtomicUsize,
     pub(crate) started: Barrier,
@@ -260,6 +273,17 @@ impl Node {
     /// Starts one pinned shard thread per CPU, waits until every shard has built its rings
     /// and deployed its agents, and returns.
     pub fn start(config: RuntimeConfig, factory: AgentFactory) -> Result<Node, RuntimeError> {
+        Node::start_with_io(config, factory, None)
+    }
+
+    /// [`Node::start`], plus an I/O source per shard (the network edge), built by `io` on
+    /// each shard's thread after its agents. If any shard's I/O fails to start, the node
+    /// is stopped and the first error returned.
+    pub fn start_with_io(
+        config: RuntimeConfig,
+        factory: AgentFactory,
+        io: Option<IoFactory>,
+    ) -> Result<Node, RuntimeError> {
         let shards = config.shards();
         if shards == 0 {
             return Err(RuntimeError::NoShards);
@@ -274,6 +298,8 @@ impl Node {
         preflight::ensure_memlock((config.io_memory_bytes * shards) as u64)?;
         let shared = Arc::new(Shared {
             factory,
+            io,
+            io_errors: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
             drained: AtomicUsize::new(0),
             started: Barrier::new(shards + 1),
@@ -309,10 +335,17 @@ impl Node {
         shared.started.wait();
         shared.deployed.wait();
         let bells = lock(&shared.bells).clone().into();
-        Ok(Node {
+        let io_error = lock(&shared.io_errors).first().cloned();
+        let node = Node {
             handle: NodeHandle { shared, bells },
             handles,
-        })
+        };
+        if let Some((shard, message)) = io_error {
+            // The shards are up; stop them cleanly before reporting.
+            let _ = node.stop();
+            return Err(RuntimeError::Io { shard, message });
+        }
+        Ok(node)
     }
 
     /// A handle other threads may keep to run control jobs on the shards

@@ -58,6 +58,7 @@ pub use pool::{FrameHandle, FramePool, PoolError, Released};
 pub use restart::{AgentState, AgentStatus, RestartPolicy};
 pub use routing::{id_on_shard, owner_shard, SHARDS_MAX};
 pub use shard::{
-    Context, DeployError, ReplaceError, RingItem, RingItemKind, SendError, Shard, ShardConfig,
+    Context, DeployError, Incoming, IncomingFrame, ReplaceError, RingItem, RingItemKind, SendError,
+    Shard, ShardConfig,
 };
 pub use stats::ShardStats;

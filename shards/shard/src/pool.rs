@@ -89,6 +89,15 @@ impl FrameHandle {
         unsafe { std::slice::from_raw_parts_mut(self.data_ptr(), capacity) }
     }
 
+    /// The bytes `..len()` for writing (an incoming frame being received in place).
+    /// Until they are validated again the handle's invariant does not hold: only
+    /// `Shard::alloc_incoming`/`handle_incoming` use this, and they validate before the
+    /// handle is read as a frame.
+    pub(crate) fn buffer_len_mut(&mut self) -> &mut [u8] {
+        let len = self.header().len_bytes as usize;
+        &mut self.buffer_mut()[..len]
+    }
+
     /// Records how many bytes of the buffer the frame occupies.
     pub(crate) fn set_len(&mut self, len_bytes: usize) {
         assert!(

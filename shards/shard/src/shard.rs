@@ -166,6 +166,52 @@ pub enum DeployError {
     },
 }
 
+/// A frame buffer from [`Shard::alloc_incoming`], being filled with bytes from outside
+/// the process. Like a [`FrameHandle`] it must go back to the shard
+/// ([`Shard::handle_incoming`] or [`Shard::discard_incoming`]); a dropped one leaks.
+#[derive(Debug)]
+#[must_use = "an incoming frame buffer must be handled or discarded"]
+pub struct IncomingFrame {
+    handle: FrameHandle,
+}
+
+impl IncomingFrame {
+    /// The frame's bytes, to fill (exactly the length asked for).
+    pub fn buffer_mut(&mut self) -> &mut [u8] {
+        self.handle.buffer_len_mut()
+    }
+
+    /// The frame's length in bytes.
+    pub fn len_bytes(&self) -> usize {
+        self.handle.bytes().len()
+    }
+}
+
+impl AsMut<[u8]> for IncomingFrame {
+    fn as_mut(&mut self) -> &mut [u8] {
+        self.buffer_mut()
+    }
+}
+
+/// What [`Shard::handle_incoming`] did with a frame.
+#[derive(Debug)]
+pub enum Incoming {
+    /// Queued for its addressee; the header as routed (sender stamped).
+    Accepted(Header),
+    /// Not a valid frame; the buffer was freed.
+    Invalid(FrameError),
+    /// Refused for good (unknown agent); the buffer was freed. The caller answers the
+    /// client with an error naming the reason.
+    Rejected {
+        /// The frame's header (sender stamped).
+        header: Header,
+        /// Why.
+        error: SendError,
+    },
+    /// Cannot be queued yet (mailbox or outbound queue full): offer it again later.
+    Busy(IncomingFrame),
+}
+
 /// A [`Shard::replace`] that was refused: why, and the agent that was not installed. The
 /// agent in place, if any, was not touched.
 pub struct ReplaceError {
@@ -638,6 +684,70 @@ impl Shard {
     }
 
     // --- Inputs ----------------------------------------------------------------------
+
+    /// A buffer for a `frame_bytes`-byte frame arriving from outside the process (the
+    /// network edge): fill it with [`IncomingFrame::buffer_mut`], then pass it to
+    /// [`Shard::handle_incoming`] (or give it back with [`Shard::discard_incoming`]).
+    /// Refused when the pool is exhausted or the frame is larger than the shard accepts.
+    pub fn alloc_incoming(&mut self, frame_bytes: usize) -> Result<IncomingFrame, SendError> {
+        let mut handle = self
+            .pool
+            .alloc(frame_bytes)
+            .inspect_err(|_| self.stats.pool_exhausted += 1)?;
+        handle.set_len(frame_bytes);
+        Ok(IncomingFrame { handle })
+    }
+
+    /// Gives back an incoming buffer that will not be handled.
+    pub fn discard_incoming(&mut self, frame: IncomingFrame) {
+        self.release(frame.handle);
+    }
+
+    /// Checks an incoming frame (untrusted bytes: [`dataplane_frame::validate`]), stamps
+    /// its sender with `from` in place (the edge's id for the client's connection, so
+    /// replies find their way back) and routes it without re-encoding: into a local
+    /// mailbox, or onto the queue for the addressee's shard.
+    ///
+    /// A frame that cannot be queued yet is handed back ([`Incoming::Busy`]): the caller
+    /// keeps it and offers it again later, so nothing accepted from a client is lost.
+    pub fn handle_incoming(&mut self, frame: IncomingFrame, from: AgentId) -> Incoming {
+        let IncomingFrame { mut handle } = frame;
+        let header = match dataplane_frame::validate_and_set_from(handle.buffer_len_mut(), from) {
+            Ok(header) => header,
+            Err(error) => {
+                self.release(handle);
+                return Incoming::Invalid(error);
+            }
+        };
+        let owner = owner_shard(header.to, self.config.shards);
+        if owner == self.config.shard {
+            let Some(&index) = self.index.get(&header.to) else {
+                self.stats.unknown_agent += 1;
+                self.release(handle);
+                return Incoming::Rejected {
+                    header,
+                    error: SendError::UnknownAgent { to: header.to },
+                };
+            };
+            let slot = &self.slots[index as usize];
+            if slot.mailbox.len_frames() + slot.deferred_frames
+                >= self.config.mailbox_capacity_frames
+            {
+                self.stats.backpressure += 1;
+                return Incoming::Busy(IncomingFrame { handle });
+            }
+            self.stats.received_ingress += 1;
+            self.enqueue(index, handle);
+        } else {
+            if self.outbound[owner].len() >= self.config.outbound_capacity_frames {
+                self.stats.backpressure += 1;
+                return Incoming::Busy(IncomingFrame { handle });
+            }
+            self.stats.received_ingress += 1;
+            self.outbound[owner].push_back(handle);
+        }
+        Incoming::Accepted(header)
+    }
 
     /// Sends a frame from outside any agent (the network edge, a test, a benchmark).
     pub fn handle_send(&mut self, header: &Header, payload: &[u8]) -> Result<(), SendError> {

@@ -12,6 +12,8 @@ pub struct ShardStats {
     pub sent_remote: u64,
     /// Frames accepted from rings.
     pub received_remote: u64,
+    /// Frames accepted from outside the process (the network edge).
+    pub received_ingress: u64,
     /// Buffers that came home from other shards.
     pub frames_returned: u64,
     /// Sends refused because a mailbox or outbound queue was full.

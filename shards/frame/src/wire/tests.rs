@@ -261,3 +261,33 @@ fn debug_shows_header_and_payload_size() {
     let text = format!("{:?}", validate(&bytes).expect("valid"));
     assert!(text.contains("payload_bytes: 3"), "{text}");
 }
+
+#[test]
+fn set_from_rewrites_only_the_sender() {
+    let mut bytes = encode(&header(), b"payload");
+    let before = bytes.clone();
+    let stamped = crate::validate_and_set_from(&mut bytes, AgentId(0xfeed)).expect("valid");
+    assert_eq!(stamped.from, AgentId(0xfeed));
+    let reread = validate(&bytes).expect("still valid").header();
+    assert_eq!(reread, stamped);
+    assert_eq!(reread.to, header().to);
+    assert_eq!(validate(&bytes).expect("valid").payload(), b"payload");
+    let changed: Vec<usize> = (0..bytes.len())
+        .filter(|&i| bytes[i] != before[i])
+        .collect();
+    let root = bytes.len() - FRAME_FIXED_BYTES;
+    assert!(
+        changed.iter().all(|&i| (root + 8..root + 16).contains(&i)),
+        "{changed:?}"
+    );
+}
+
+#[test]
+fn set_from_refuses_what_validate_refuses() {
+    let mut bytes = encode(&header(), b"abc");
+    let root = bytes.len() - FRAME_FIXED_BYTES;
+    bytes[root + 40] = 9; // version
+    let before = bytes.clone();
+    assert!(crate::validate_and_set_from(&mut bytes, AgentId(1)).is_err());
+    assert_eq!(&bytes[..], &before[..], "a refused frame is left untouched");
+}

@@ -1,0 +1,428 @@
+//! One client connection as a sans-IO state machine: datagrams and time in, datagrams and
+//! frames out. The async [`Client`](crate::Client) and the `bench remote` load generator
+//! both drive it; a client in another runtime can too.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use dataplane_edge::cid::{new_cid, CID_BYTES};
+use dataplane_edge::protocol::{ErrorCode, ALPNS, FRAME_STREAM_ID, LENGTH_PREFIX_BYTES};
+use dataplane_edge::reader::{Event, FrameReader};
+use dataplane_edge::socket::DATAGRAM_BYTES_MAX;
+use dataplane_edge::Fingerprint;
+use dataplane_frame::{encode_into, encoded_len, validate, Header, FRAME_FIXED_BYTES};
+
+use crate::ClientError;
+
+/// How the client checks the server's certificate.
+#[derive(Debug, Clone)]
+pub enum Verify {
+    /// Against the CA certificates in a PEM file, for the configured server name.
+    CaFile(PathBuf),
+    /// The server's leaf certificate must have this SHA-256 fingerprint (checked when the
+    /// handshake completes, before any frame is sent).
+    Fingerprint(Fingerprint),
+    /// No check at all: anyone on the path can read and change the traffic.
+    Insecure,
+}
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The name the server's certificate must carry (and the TLS SNI).
+    pub server_name: String,
+    /// How to check the server.
+    pub verify: Verify,
+    /// Certificate chain and key (PEM) for servers that require mutual TLS.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Close after this long without traffic.
+    pub idle_timeout: Duration,
+    /// Largest reply frame accepted (larger ones are skipped).
+    pub frame_bytes_max: usize,
+    /// Flow-control window for replies, bytes.
+    pub window_bytes: u64,
+}
+
+impl ClientConfig {
+    /// Defaults: server name `localhost`, 30 s idle timeout, 1 MiB frames.
+    pub fn new(verify: Verify) -> ClientConfig {
+        ClientConfig {
+            server_name: "localhost".to_owned(),
+            verify,
+            client_cert: None,
+            idle_timeout: Duration::from_secs(30),
+            frame_bytes_max: dataplane_frame::FRAME_BYTES_MAX,
+            window_bytes: 16 << 20,
+        }
+    }
+
+    fn quiche(&self) -> Result<quiche::Config, ClientError> {
+        let tls = |what: &str, error: quiche::Error| ClientError::Tls(format!("{what}: {error}"));
+        let mut quic = quiche::Config::new(quiche::PROTOCOL_VERSION)
+            .map_err(|error| tls("configuration", error))?;
+        quic.set_application_protos(ALPNS)
+            .map_err(|error| tls("ALPN", error))?;
+        match &self.verify {
+            Verify::CaFile(path) => {
+                quic.load_verify_locations_from_file(&path.to_string_lossy())
+                    .map_err(|error| tls(&format!("CA file {}", path.display()), error))?;
+                quic.verify_peer(true);
+            }
+            Verify::Fingerprint(_) | Verify::Insecure => quic.verify_peer(false),
+        }
+        if let Some((cert, key)) = &self.client_cert {
+            quic.load_cert_chain_from_pem_file(&cert.to_string_lossy())
+                .map_err(|error| tls(&format!("client certificate {}", cert.display()), error))?;
+            quic.load_priv_key_from_pem_file(&key.to_string_lossy())
+                .map_err(|error| tls(&format!("client key {}", key.display()), error))?;
+        }
+        quic.set_max_idle_timeout(self.idle_timeout.as_millis() as u64);
+        quic.set_max_recv_udp_payload_size(DATAGRAM_BYTES_MAX);
+        quic.set_max_send_udp_payload_size(DATAGRAM_BYTES_MAX);
+        quic.set_initial_max_data(self.window_bytes);
+        quic.set_initial_max_stream_data_bidi_local(self.window_bytes);
+        quic.set_initial_max_stream_data_bidi_remote(self.window_bytes);
+        quic.set_initial_max_streams_bidi(0);
+        quic.set_initial_max_streams_uni(0);
+        quic.set_max_connection_window(self.window_bytes);
+        quic.set_max_stream_window(self.window_bytes);
+        quic.set_max_ack_delay(5);
+        quic.set_initial_congestion_window_packets(64);
+        quic.grease(false);
+        Ok(quic)
+    }
+}
+
+/// A frame received from the server: the validated bytes (16-byte aligned).
+pub struct ReceivedFrame {
+    buf: AlignedBuf,
+}
+
+impl std::fmt::Debug for ReceivedFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceivedFrame")
+            .field("header", &self.header())
+            .field("payload_bytes", &self.payload().len())
+            .finish()
+    }
+}
+
+impl ReceivedFrame {
+    fn frame(&self) -> &dataplane_frame::ArchivedFrame {
+        // Checked in `ClientConnection::poll_frame` before the frame was handed out, and
+        // the bytes have not changed since; a second check here costs a few nanoseconds
+        // and keeps this free of `unsafe`.
+        match validate(self.buf.as_slice()) {
+            Ok(frame) => frame,
+            Err(_) => unreachable!("validated when received"),
+        }
+    }
+
+    /// The header.
+    pub fn header(&self) -> Header {
+        self.frame().header()
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &[u8] {
+        self.frame().payload()
+    }
+
+    /// The frame's bytes as they came off the wire.
+    pub fn bytes(&self) -> &[u8] {
+        self.buf.as_slice()
+    }
+}
+
+/// A heap buffer whose start is 16-byte aligned, as frames need.
+pub(crate) struct AlignedBuf {
+    words: Vec<u128>,
+    len: usize,
+}
+
+impl AlignedBuf {
+    pub(crate) fn new(len: usize) -> AlignedBuf {
+        AlignedBuf {
+            words: vec![0; len.div_ceil(16)],
+            len,
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        // SAFETY: the Vec<u128> holds `words.len() * 16 >= len` initialised bytes; any
+        // byte pattern is a valid u8.
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast::<u8>(), self.len) }
+    }
+}
+
+impl AsMut<[u8]> for AlignedBuf {
+    fn as_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as `as_slice`, borrowed mutably through `&mut self`.
+        unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr().cast::<u8>(), self.len) }
+    }
+}
+
+/// A client connection to a dataplane node.
+pub struct ClientConnection {
+    quic: quiche::Connection,
+    local: SocketAddr,
+    verify: Verify,
+    reader: FrameReader<AlignedBuf>,
+    /// Length-prefixed frames not yet taken by quiche.
+    out: Vec<u8>,
+    out_sent: usize,
+    scratch: AlignedBuf,
+    established_checked: bool,
+    /// Frames the server skipped or that failed validation here.
+    pub frames_dropped: u64,
+    error: Option<ClientError>,
+}
+
+impl std::fmt::Debug for ClientConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConnection")
+            .field("trace_id", &self.quic.trace_id())
+            .field("established", &self.quic.is_established())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientConnection {
+    /// Starts a handshake with `peer` from `local`; then send what `poll_transmit` gives.
+    pub fn connect(
+        config: &ClientConfig,
+        local: SocketAddr,
+        peer: SocketAddr,
+    ) -> Result<ClientConnection, ClientError> {
+        let mut quic_config = config.quiche()?;
+        let scid = new_cid(0);
+        debug_assert_eq!(scid.len(), CID_BYTES);
+        let quic = quiche::connect(
+            Some(&config.server_name),
+            &quiche::ConnectionId::from_ref(&scid),
+            local,
+            peer,
+            &mut quic_config,
+        )
+        .map_err(|error| ClientError::Tls(format!("connect: {error}")))?;
+        Ok(ClientConnection {
+            quic,
+            local,
+            verify: config.verify.clone(),
+            reader: FrameReader::new(config.frame_bytes_max),
+            out: Vec::new(),
+            out_sent: 0,
+            scratch: AlignedBuf::new(4096),
+            established_checked: false,
+            frames_dropped: 0,
+            error: None,
+        })
+    }
+
+    /// Whether the handshake has completed (and the server passed verification).
+    pub fn is_established(&self) -> bool {
+        self.quic.is_established() && self.established_checked && self.error.is_none()
+    }
+
+    /// Whether the connection is over; [`ClientConnection::error`] says why.
+    pub fn is_closed(&self) -> bool {
+        self.quic.is_closed()
+    }
+
+    /// Why the connection failed or was closed, if it did.
+    pub fn error(&self) -> Option<ClientError> {
+        if let Some(error) = &self.error {
+            return Some(error.clone());
+        }
+        if let Some(close) = self.quic.peer_error() {
+            return Some(ClientError::closed_by_server(
+                close.error_code,
+                &close.reason,
+                close.is_app,
+            ));
+        }
+        if let Some(close) = self.quic.local_error() {
+            return Some(ClientError::closed_locally(
+                close.error_code,
+                &close.reason,
+                close.is_app,
+            ));
+        }
+        if self.quic.is_timed_out() {
+            return Some(ClientError::TimedOut);
+        }
+        if self.quic.is_closed() {
+            return Some(ClientError::Closed("connection closed".to_owned()));
+        }
+        None
+    }
+
+    /// Moves the client to a new local address (its NAT mapping changed, or it switched
+    /// sockets). The server's packets then come to `local`; the server keeps the
+    /// connection and routes its replies to the new address.
+    pub fn rebind(&mut self, local: SocketAddr) {
+        self.local = local;
+    }
+
+    /// The local address packets are sent from.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Takes a datagram from the server.
+    pub fn handle_datagram(&mut self, datagram: &mut [u8], from: SocketAddr) {
+        let info = quiche::RecvInfo {
+            from,
+            to: self.local,
+        };
+        if let Err(error) = self.quic.recv(datagram, info) {
+            tracing::debug!(%error, "packet refused");
+        }
+        self.check_established();
+    }
+
+    fn check_established(&mut self) {
+        if self.established_checked || !self.quic.is_established() {
+            return;
+        }
+        self.established_checked = true;
+        if let Verify::Fingerprint(expected) = &self.verify {
+            let actual = self.quic.peer_cert().map(Fingerprint::of_der);
+            if actual != Some(*expected) {
+                let found = actual.map_or("no certificate".to_owned(), |f| f.to_string());
+                self.error = Some(ClientError::FingerprintMismatch {
+                    expected: expected.to_string(),
+                    found,
+                });
+                let _ = self.quic.close(
+                    true,
+                    ErrorCode::FingerprintMismatch as u64,
+                    b"certificate fingerprint mismatch",
+                );
+            }
+        }
+    }
+
+    /// Queues a frame for the server. Returns the bytes queued and not yet sent.
+    pub fn queue_frame(&mut self, header: &Header, payload: &[u8]) -> Result<usize, ClientError> {
+        let frame_bytes = encoded_len(payload.len());
+        if self.scratch.len < frame_bytes {
+            self.scratch = AlignedBuf::new(frame_bytes.next_power_of_two());
+        }
+        let n = encode_into(header, payload, self.scratch.as_mut())
+            .map_err(|error| ClientError::Frame(error.to_string()))?;
+        self.out.extend_from_slice(&(n as u32).to_le_bytes());
+        self.out.extend_from_slice(&self.scratch.as_slice()[..n]);
+        Ok(self.queued_bytes())
+    }
+
+    /// Queues raw bytes on the frame stream as they are (tests of the server's input
+    /// checks: malformed frames, bad prefixes).
+    pub fn queue_raw(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
+    /// Bytes queued for the server that quiche has not taken yet.
+    pub fn queued_bytes(&self) -> usize {
+        self.out.len() - self.out_sent
+    }
+
+    /// The next datagram to send, written into `out`: `(len, destination)`. Call until
+    /// `None` after every input.
+    pub fn poll_transmit(&mut self, out: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        if self.is_established() {
+            self.push_stream();
+        }
+        match self.quic.send(out) {
+            Ok((len, info)) => Some((len, info.to)),
+            Err(quiche::Error::Done) => None,
+            Err(error) => {
+                tracing::debug!(%error, "send failed");
+                None
+            }
+        }
+    }
+
+    fn push_stream(&mut self) {
+        while self.out_sent < self.out.len() {
+            match self
+                .quic
+                .stream_send(FRAME_STREAM_ID, &self.out[self.out_sent..], false)
+            {
+                Ok(0) | Err(_) => break,
+                Ok(n) => self.out_sent += n,
+            }
+        }
+        if self.out_sent == self.out.len() {
+            self.out.clear();
+            self.out_sent = 0;
+        } else if self.out_sent > 64 * 1024 {
+            self.out.drain(..self.out_sent);
+            self.out_sent = 0;
+        }
+    }
+
+    /// The next frame from the server, if a whole one has arrived.
+    pub fn poll_frame(&mut self) -> Option<ReceivedFrame> {
+        if !self.is_established() {
+            return None;
+        }
+        loop {
+            let quic = &mut self.quic;
+            let mut read = |out: &mut [u8]| match quic.stream_recv(FRAME_STREAM_ID, out) {
+                Ok((n, _fin)) => n,
+                Err(_) => 0,
+            };
+            match self.reader.next(&mut read, &mut |frame_bytes| {
+                Some(AlignedBuf::new(frame_bytes))
+            }) {
+                Ok(Event::Frame(buf)) => {
+                    if buf.len < FRAME_FIXED_BYTES || validate(buf.as_slice()).is_err() {
+                        self.frames_dropped += 1;
+                        continue;
+                    }
+                    return Some(ReceivedFrame { buf });
+                }
+                Ok(Event::Skipped { .. }) => {
+                    self.frames_dropped += 1;
+                }
+                Ok(Event::Drained) | Ok(Event::Blocked { .. }) => return None,
+                Err(error) => {
+                    self.error = Some(ClientError::Protocol(error.to_string()));
+                    let _ = self.quic.close(
+                        true,
+                        ErrorCode::ProtocolViolation as u64,
+                        b"bad length prefix",
+                    );
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// When [`ClientConnection::on_timeout`] must be called next.
+    pub fn timeout(&self) -> Option<Instant> {
+        self.quic.timeout_instant()
+    }
+
+    /// Runs expired timers (retransmission, idle); then send what `poll_transmit` gives.
+    pub fn on_timeout(&mut self) {
+        self.quic.on_timeout();
+    }
+
+    /// Closes the connection politely.
+    pub fn close(&mut self) {
+        let _ = self.quic.close(true, ErrorCode::NoError as u64, b"");
+    }
+
+    /// The frame stream's prefix length (re-exported for raw writers).
+    pub const LENGTH_PREFIX_BYTES: usize = LENGTH_PREFIX_BYTES;
+}
+
+impl ClientConnection {
+    /// The server's leaf certificate (DER), once the handshake is done.
+    pub fn peer_cert_der(&self) -> Option<&[u8]> {
+        self.quic.peer_cert()
+    }
+}

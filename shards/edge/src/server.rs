@@ -1,0 +1,1097 @@
+//! The per-shard QUIC server: one UDP socket and one set of connections per shard.
+//!
+//! Built by [`io_factory`] on each shard's thread and polled by the shard's driver
+//! ([`ShardIo`]). Nothing here is shared between shards except the counters (written by
+//! their own shard only).
+//!
+//! A connection is served like an agent: at accept the edge deploys a small native agent
+//! for it (its *connection id*, an [`AgentId`] that routes to this shard). Frames read from
+//! the client's stream are stamped with that id as their sender and routed by the shard
+//! like any other frame ([`Shard::handle_incoming`]: local mailbox or ring, no
+//! re-encoding); replies come back to the connection agent, which queues them on the
+//! connection's stream. Datagrams whose connection id names another shard (the client's
+//! address changed and the kernel's `SO_REUSEPORT` hash moved it) are wrapped in a frame
+//! for that shard's *edge agent* and travel through the ring mesh.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dataplane_frame::{
+    encode_into, encoded_len, AgentId, Flags, Header, Performative, Priority, FRAME_ALIGN,
+    FRAME_FIXED_BYTES,
+};
+use dataplane_runtime::{IoFactory, ShardIo};
+use dataplane_shard::{
+    id_on_shard, Agent, AgentError, Context, Incoming, IncomingFrame, Message, Shard,
+};
+
+use crate::cid::{new_cid, owner_of, CID_BYTES};
+use crate::protocol::{ErrorCode, ALPNS, FRAME_STREAM_ID, LENGTH_PREFIX_BYTES, STREAMS_BIDI_MAX};
+use crate::reader::{Event, FrameReader};
+use crate::socket::{bind_reuseport, Batch, DATAGRAM_BYTES_MAX};
+
+/// Bytes of an encoded socket address in a forwarded datagram's frame.
+const ADDR_BYTES: usize = 19;
+/// Socket reads per poll at most (each up to a batch of datagrams).
+const RECV_ROUNDS_PER_POLL: usize = 4;
+/// How often every connection's timers are looked at.
+const SWEEP_INTERVAL_NS: u64 = 1_000_000;
+/// Connections being closed, beyond the live limit, that a shard keeps while they drain.
+const CLOSING_CONNECTIONS_MAX: usize = 1024;
+
+/// The edge's settings (one per node; each shard applies them to its own socket).
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// The node's QUIC address; every shard binds it.
+    pub listen: SocketAddr,
+    /// Certificate chain (PEM).
+    pub cert_path: PathBuf,
+    /// Private key (PEM).
+    pub key_path: PathBuf,
+    /// With a CA file, clients must present a certificate it signed (mutual TLS).
+    pub client_ca_path: Option<PathBuf>,
+    /// Connections one shard serves at once; more are closed with `SERVER_BUSY`.
+    pub connections_per_shard_max: usize,
+    /// A connection idle this long is closed.
+    pub idle_timeout: Duration,
+    /// Flow-control window of a connection, bytes.
+    pub connection_window_bytes: u64,
+    /// Flow-control window of the frame stream, bytes.
+    pub stream_window_bytes: u64,
+    /// Reply bytes queued for one connection before the edge stops reading its requests;
+    /// twice this closes it with `NOT_READING`.
+    pub egress_bytes_max: usize,
+    /// Largest frame accepted from a client (the shard's frame limit or less).
+    pub frame_bytes_max: usize,
+    /// Datagrams read per `recvmmsg` and sent per `sendmmsg`.
+    pub batch_datagrams: usize,
+    /// Datagrams forwarded from other shards waiting on this one before more are dropped.
+    pub forward_queue_datagrams_max: usize,
+}
+
+impl EdgeConfig {
+    /// Defaults for `listen` with the given certificate and key.
+    pub fn new(listen: SocketAddr, cert_path: PathBuf, key_path: PathBuf) -> EdgeConfig {
+        EdgeConfig {
+            listen,
+            cert_path,
+            key_path,
+            client_ca_path: None,
+            connections_per_shard_max: 4096,
+            idle_timeout: Duration::from_secs(30),
+            connection_window_bytes: 16 << 20,
+            stream_window_bytes: 8 << 20,
+            egress_bytes_max: 8 << 20,
+            frame_bytes_max: 64 * 1024,
+            batch_datagrams: 32,
+            forward_queue_datagrams_max: 1024,
+        }
+    }
+}
+
+/// Counters of one shard's edge, written by that shard only (relaxed atomics, so the
+/// metrics endpoint can read them from another thread).
+#[derive(Debug, Default)]
+pub struct EdgeCounters {
+    /// UDP datagrams read from the socket.
+    pub datagrams_in: AtomicU64,
+    /// UDP datagrams written.
+    pub datagrams_out: AtomicU64,
+    /// Datagrams that are not QUIC, or that quiche refused.
+    pub datagrams_invalid: AtomicU64,
+    /// Datagrams for connections this shard does not know (dropped).
+    pub datagrams_unknown_connection: AtomicU64,
+    /// Datagrams sent to their owning shard through the ring mesh.
+    pub datagrams_forwarded_out: AtomicU64,
+    /// Datagrams received from other shards.
+    pub datagrams_forwarded_in: AtomicU64,
+    /// Forwarded datagrams dropped (ring or queue full).
+    pub datagrams_forward_dropped: AtomicU64,
+    /// Connections accepted.
+    pub connections_accepted: AtomicU64,
+    /// Connections refused with `SERVER_BUSY` (or dropped past the closing limit).
+    pub connections_refused: AtomicU64,
+    /// Connections closed (any reason).
+    pub connections_closed: AtomicU64,
+    /// Connections closed for not reading their replies.
+    pub connections_not_reading: AtomicU64,
+    /// Connections closed for a missing client certificate.
+    pub connections_certificate_required: AtomicU64,
+    /// Connections closed for breaking the framing.
+    pub connections_protocol_violation: AtomicU64,
+    /// Frames accepted from clients.
+    pub frames_in: AtomicU64,
+    /// Frames written to clients.
+    pub frames_out: AtomicU64,
+    /// Frames that failed validation (answered with an error frame).
+    pub frames_invalid: AtomicU64,
+    /// Frames over the size limit (skipped, answered with an error frame).
+    pub frames_oversized: AtomicU64,
+    /// Frames for unknown agents (answered with an error frame).
+    pub frames_rejected: AtomicU64,
+    /// Times reading a stream paused for back-pressure (mailbox, ring or pool full).
+    pub reads_paused: AtomicU64,
+}
+
+impl EdgeCounters {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The counters of every shard's edge, indexed by shard.
+pub type EdgeMetrics = Arc<[EdgeCounters]>;
+
+/// The [`IoFactory`] that starts the edge on every shard, and the counters it writes.
+pub fn io_factory(config: EdgeConfig, shards: usize) -> (IoFactory, EdgeMetrics) {
+    let metrics: EdgeMetrics = (0..shards).map(|_| EdgeCounters::default()).collect();
+    let config = Arc::new(config);
+    let for_factory = Arc::clone(&metrics);
+    let factory: IoFactory = Arc::new(move |core: &mut Shard, now_ns: u64| {
+        Edge::start(Arc::clone(&config), Arc::clone(&for_factory), core, now_ns)
+            .map(|edge| Box::new(edge) as Box<dyn ShardIo>)
+    });
+    (factory, metrics)
+}
+
+/// The id of shard `shard`'s edge agent, which receives datagrams forwarded to it.
+pub fn edge_agent_id(shard: usize, shards: usize) -> AgentId {
+    id_on_shard(AgentId::from_name("$edge").0, shard, shards)
+}
+
+/// State the edge shares with the agents it deploys on its shard (same thread).
+#[derive(Default)]
+struct Shared {
+    /// Datagrams forwarded by other shards: `(datagram, peer address)`.
+    forwarded: VecDeque<(Vec<u8>, SocketAddr)>,
+    forward_queue_max: usize,
+    forward_dropped: u64,
+    /// Connection slots with new egress bytes.
+    ready: Vec<usize>,
+}
+
+/// Reply bytes waiting for a connection's stream.
+struct Egress {
+    slot: usize,
+    /// Length-prefixed frames; `sent..` not yet taken by quiche.
+    bytes: Vec<u8>,
+    sent: usize,
+    frames: u64,
+}
+
+impl Egress {
+    fn queued_bytes(&self) -> usize {
+        self.bytes.len() - self.sent
+    }
+}
+
+/// A 16-byte aligned scratch buffer to encode frames into.
+struct Scratch(Vec<u128>);
+
+impl Scratch {
+    fn new(bytes: usize) -> Scratch {
+        Scratch(vec![0; bytes.div_ceil(16)])
+    }
+
+    fn bytes_mut(&mut self, len: usize) -> &mut [u8] {
+        if self.0.len() * 16 < len {
+            self.0.resize(len.div_ceil(16), 0);
+        }
+        // SAFETY: a `Vec<u128>` is a contiguous, initialised allocation of `len() * 16`
+        // bytes, 16-byte aligned; any byte pattern is a valid u8, and the slice borrows
+        // `self` mutably for its lifetime.
+        let all = unsafe {
+            std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<u8>(), self.0.len() * 16)
+        };
+        debug_assert_eq!(all.as_ptr() as usize % FRAME_ALIGN, 0);
+        &mut all[..len]
+    }
+}
+
+/// Appends `header` + `payload` as a length-prefixed frame to `out`.
+fn append_frame(out: &mut Vec<u8>, scratch: &mut Scratch, header: &Header, payload: &[u8]) {
+    let frame_bytes = encoded_len(payload.len());
+    let buffer = scratch.bytes_mut(frame_bytes);
+    match encode_into(header, payload, buffer) {
+        Ok(n) => {
+            out.extend_from_slice(&(n as u32).to_le_bytes());
+            out.extend_from_slice(&buffer[..n]);
+        }
+        Err(error) => tracing::warn!(%error, "frame for a client not encoded"),
+    }
+}
+
+/// The agent standing for one client connection: what it receives goes to the client.
+struct ConnectionAgent {
+    egress: Rc<RefCell<Egress>>,
+    shared: Rc<RefCell<Shared>>,
+    scratch: Scratch,
+}
+
+impl Agent for ConnectionAgent {
+    fn on_message(
+        &mut self,
+        message: &Message<'_>,
+        _ctx: &mut Context<'_>,
+    ) -> Result<(), AgentError> {
+        let mut egress = self.egress.borrow_mut();
+        let was_empty = egress.queued_bytes() == 0;
+        append_frame(
+            &mut egress.bytes,
+            &mut self.scratch,
+            &message.header,
+            message.payload,
+        );
+        egress.frames += 1;
+        if was_empty {
+            self.shared.borrow_mut().ready.push(egress.slot);
+        }
+        Ok(())
+    }
+}
+
+/// The agent that receives datagrams other shards forward to this one.
+struct EdgeAgent {
+    shared: Rc<RefCell<Shared>>,
+}
+
+impl Agent for EdgeAgent {
+    fn on_message(
+        &mut self,
+        message: &Message<'_>,
+        _ctx: &mut Context<'_>,
+    ) -> Result<(), AgentError> {
+        let Some((peer, datagram)) = decode_forwarded(message.payload) else {
+            return Err(AgentError::Failed("malformed forwarded datagram".into()));
+        };
+        let mut shared = self.shared.borrow_mut();
+        if shared.forwarded.len() >= shared.forward_queue_max {
+            shared.forward_dropped += 1;
+            return Ok(());
+        }
+        shared.forwarded.push_back((datagram.to_vec(), peer));
+        Ok(())
+    }
+}
+
+fn encode_forwarded(out: &mut Vec<u8>, peer: SocketAddr, datagram: &[u8]) {
+    out.clear();
+    match peer {
+        SocketAddr::V4(v4) => {
+            out.push(4);
+            out.extend_from_slice(&v4.ip().to_ipv6_mapped().octets());
+        }
+        SocketAddr::V6(v6) => {
+            out.push(6);
+            out.extend_from_slice(&v6.ip().octets());
+        }
+    }
+    out.extend_from_slice(&peer.port().to_be_bytes());
+    out.extend_from_slice(datagram);
+}
+
+fn decode_forwarded(payload: &[u8]) -> Option<(SocketAddr, &[u8])> {
+    if payload.len() < ADDR_BYTES {
+        return None;
+    }
+    let mut octets = [0u8; 16];
+    octets.copy_from_slice(&payload[1..17]);
+    let v6 = std::net::Ipv6Addr::from(octets);
+    let port = u16::from_be_bytes([payload[17], payload[18]]);
+    let ip = match payload[0] {
+        4 => std::net::IpAddr::V4(v6.to_ipv4_mapped()?),
+        6 => std::net::IpAddr::V6(v6),
+        _ => return None,
+    };
+    Some((SocketAddr::new(ip, port), &payload[ADDR_BYTES..]))
+}
+
+struct Connection {
+    quic: quiche::Connection,
+    id: AgentId,
+    reader: FrameReader<IncomingFrame>,
+    /// A frame read but not yet accepted by the shard (back-pressure).
+    pending: Option<IncomingFrame>,
+    egress: Rc<RefCell<Egress>>,
+    /// Connection ids that map to this slot.
+    cids: Vec<Vec<u8>>,
+    /// Whether the established-connection checks (client certificate) ran.
+    checked: bool,
+    /// Already counted as closing (no more reads).
+    closing: bool,
+}
+
+/// One shard's QUIC server.
+pub struct Edge {
+    config: Arc<EdgeConfig>,
+    metrics: EdgeMetrics,
+    shard: usize,
+    shards: usize,
+    socket: UdpSocket,
+    /// The same socket (a dup) seen by glommio, only to wait for readability when parked.
+    readiness: glommio::net::UdpSocket,
+    local: SocketAddr,
+    quic: quiche::Config,
+    slots: Vec<Option<Connection>>,
+    free_slots: Vec<usize>,
+    by_cid: HashMap<Vec<u8>, usize>,
+    live: usize,
+    shared: Rc<RefCell<Shared>>,
+    edge_id: AgentId,
+    rx: Batch,
+    tx: Batch,
+    scratch: Scratch,
+    forward_buf: Vec<u8>,
+    touched: Vec<usize>,
+    next_sweep_ns: u64,
+    next_timer_ns: Option<u64>,
+    stopping: bool,
+}
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge")
+            .field("shard", &self.shard)
+            .field("local", &self.local)
+            .field("connections", &self.live)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The quiche configuration every shard builds for itself.
+pub fn quiche_server_config(config: &EdgeConfig) -> Result<quiche::Config, String> {
+    let mut quic = quiche::Config::new(quiche::PROTOCOL_VERSION)
+        .map_err(|error| format!("QUIC configuration: {error}"))?;
+    let path = |p: &PathBuf| p.to_string_lossy().into_owned();
+    quic.load_cert_chain_from_pem_file(&path(&config.cert_path))
+        .map_err(|error| format!("certificate {}: {error}", config.cert_path.display()))?;
+    quic.load_priv_key_from_pem_file(&path(&config.key_path))
+        .map_err(|error| format!("private key {}: {error}", config.key_path.display()))?;
+    if let Some(ca) = &config.client_ca_path {
+        quic.load_verify_locations_from_file(&path(ca))
+            .map_err(|error| format!("client CA {}: {error}", ca.display()))?;
+        quic.verify_peer(true);
+    } else {
+        quic.verify_peer(false);
+    }
+    quic.set_application_protos(ALPNS)
+        .map_err(|error| format!("ALPN: {error}"))?;
+    quic.set_max_idle_timeout(config.idle_timeout.as_millis() as u64);
+    quic.set_max_recv_udp_payload_size(DATAGRAM_BYTES_MAX);
+    quic.set_max_send_udp_payload_size(DATAGRAM_BYTES_MAX);
+    quic.set_initial_max_data(config.connection_window_bytes);
+    quic.set_initial_max_stream_data_bidi_remote(config.stream_window_bytes);
+    quic.set_initial_max_stream_data_bidi_local(config.stream_window_bytes);
+    quic.set_initial_max_streams_bidi(STREAMS_BIDI_MAX);
+    quic.set_initial_max_streams_uni(0);
+    quic.set_max_connection_window(config.connection_window_bytes);
+    quic.set_max_stream_window(config.stream_window_bytes);
+    // Replies are sent as soon as they exist; acks are not worth delaying on loopback
+    // or a LAN, and a short ack delay keeps the client's send window open.
+    quic.set_max_ack_delay(5);
+    quic.set_initial_congestion_window_packets(64);
+    quic.set_disable_active_migration(false);
+    quic.grease(false);
+    Ok(quic)
+}
+
+impl Edge {
+    fn start(
+        config: Arc<EdgeConfig>,
+        metrics: EdgeMetrics,
+        core: &mut Shard,
+        now_ns: u64,
+    ) -> Result<Edge, String> {
+        let shard = core.id();
+        let shards = core.config().shards;
+        let quic = quiche_server_config(&config)?;
+        let socket = bind_reuseport(config.listen)
+            .map_err(|error| format!("QUIC listen address {}: {error}", config.listen))?;
+        let local = socket
+            .local_addr()
+            .map_err(|error| format!("QUIC socket: {error}"))?;
+        // SAFETY: `dup` returns a new descriptor we own (or -1, checked); glommio takes
+        // ownership of it and closes it when the readiness socket drops.
+        let readiness = unsafe {
+            let fd = libc::dup(socket.as_raw_fd());
+            if fd < 0 {
+                return Err(format!("QUIC socket: {}", std::io::Error::last_os_error()));
+            }
+            glommio::net::UdpSocket::from_raw_fd(fd)
+        };
+        let shared = Rc::new(RefCell::new(Shared {
+            forward_queue_max: config.forward_queue_datagrams_max,
+            ..Shared::default()
+        }));
+        let edge_id = edge_agent_id(shard, shards);
+        core.deploy(
+            edge_id,
+            Box::new(EdgeAgent {
+                shared: Rc::clone(&shared),
+            }),
+            now_ns,
+        )
+        .map_err(|error| format!("edge agent: {error}"))?;
+        Ok(Edge {
+            shard,
+            shards,
+            socket,
+            readiness,
+            local,
+            quic,
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            by_cid: HashMap::new(),
+            live: 0,
+            shared,
+            edge_id,
+            rx: Batch::new(config.batch_datagrams),
+            tx: Batch::new(config.batch_datagrams),
+            scratch: Scratch::new(4096),
+            forward_buf: Vec::with_capacity(DATAGRAM_BYTES_MAX + ADDR_BYTES),
+            touched: Vec::new(),
+            next_sweep_ns: now_ns + SWEEP_INTERVAL_NS,
+            next_timer_ns: None,
+            stopping: false,
+            metrics,
+            config,
+        })
+    }
+
+    fn counters(&self) -> &EdgeCounters {
+        &self.metrics[self.shard]
+    }
+
+    /// The address this shard's socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    fn handle_datagram(
+        &mut self,
+        core: &mut Shard,
+        datagram: &mut [u8],
+        peer: SocketAddr,
+        forwarded: bool,
+        now_ns: u64,
+    ) {
+        let header = match quiche::Header::from_slice(datagram, CID_BYTES) {
+            Ok(header) => header,
+            Err(_) => {
+                EdgeCounters::bump(&self.counters().datagrams_invalid);
+                return;
+            }
+        };
+        // Initial and 0-RTT packets carry the client's own choice of id: only packets
+        // addressed to an id we issued are steered.
+        let steerable = matches!(header.ty, quiche::Type::Short | quiche::Type::Handshake);
+        if steerable && !forwarded {
+            if let Some(owner) = owner_of(&header.dcid) {
+                let owner = usize::from(owner);
+                if owner != self.shard {
+                    if owner < self.shards {
+                        self.forward(core, owner, peer, datagram);
+                    } else {
+                        EdgeCounters::bump(&self.counters().datagrams_unknown_connection);
+                    }
+                    return;
+                }
+            }
+        }
+        let slot = match self.by_cid.get(header.dcid.as_ref()) {
+            Some(&slot) => slot,
+            None if header.ty == quiche::Type::Initial => {
+                match self.accept(core, &header, datagram, peer, now_ns) {
+                    Some(slot) => slot,
+                    None => return,
+                }
+            }
+            None => {
+                EdgeCounters::bump(&self.counters().datagrams_unknown_connection);
+                return;
+            }
+        };
+        let Some(connection) = self.slots[slot].as_mut() else {
+            return;
+        };
+        let info = quiche::RecvInfo {
+            from: peer,
+            to: self.local,
+        };
+        if let Err(error) = connection.quic.recv(datagram, info) {
+            if error != quiche::Error::Done {
+                EdgeCounters::bump(&self.metrics[self.shard].datagrams_invalid);
+                tracing::debug!(shard = self.shard, %error, "QUIC packet refused");
+            }
+        }
+        self.touch(slot);
+    }
+
+    fn touch(&mut self, slot: usize) {
+        if !self.touched.contains(&slot) {
+            self.touched.push(slot);
+        }
+    }
+
+    fn forward(&mut self, core: &mut Shard, owner: usize, peer: SocketAddr, datagram: &[u8]) {
+        encode_forwarded(&mut self.forward_buf, peer, datagram);
+        let header = Header {
+            to: edge_agent_id(owner, self.shards),
+            from: self.edge_id,
+            conversation_id: 0,
+            correlation_id: 0,
+            performative: Performative::Inform,
+            priority: Priority::High,
+            flags: Flags::NONE,
+        };
+        match core.handle_send(&header, &self.forward_buf) {
+            Ok(()) => EdgeCounters::bump(&self.counters().datagrams_forwarded_out),
+            Err(_) => EdgeCounters::bump(&self.counters().datagrams_forward_dropped),
+        }
+    }
+
+    /// A new connection from an Initial packet, or `None` (refused, or not valid).
+    fn accept(
+        &mut self,
+        core: &mut Shard,
+        header: &quiche::Header<'_>,
+        datagram: &[u8],
+        peer: SocketAddr,
+        now_ns: u64,
+    ) -> Option<usize> {
+        if !quiche::version_is_supported(header.version) {
+            let Some(out) = self.tx.next_buf() else {
+                return None;
+            };
+            if let Ok(len) = quiche::negotiate_version(&header.scid, &header.dcid, out) {
+                self.tx.commit(len, peer);
+            }
+            return None;
+        }
+        // Clients must pad Initial packets to 1200 bytes (RFC 9000 14.1).
+        if datagram.len() < 1200 {
+            EdgeCounters::bump(&self.counters().datagrams_invalid);
+            return None;
+        }
+        let busy = self.live >= self.config.connections_per_shard_max || self.stopping;
+        if busy && self.slots.len() - self.free_slots.len() >= self.live + CLOSING_CONNECTIONS_MAX {
+            // Too many connections are already being refused: drop silently.
+            EdgeCounters::bump(&self.counters().connections_refused);
+            return None;
+        }
+        let scid = new_cid(self.shard as u16);
+        let quic = match quiche::accept(
+            &quiche::ConnectionId::from_ref(&scid),
+            None,
+            self.local,
+            peer,
+            &mut self.quic,
+        ) {
+            Ok(quic) => quic,
+            Err(error) => {
+                tracing::debug!(shard = self.shard, %error, "QUIC accept failed");
+                EdgeCounters::bump(&self.counters().datagrams_invalid);
+                return None;
+            }
+        };
+        let slot = self.free_slots.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.slots.len() - 1
+        });
+        let egress = Rc::new(RefCell::new(Egress {
+            slot,
+            bytes: Vec::new(),
+            sent: 0,
+            frames: 0,
+        }));
+        let mut id = AgentId(0);
+        let mut refused = busy;
+        if !busy {
+            let start = u64::from_le_bytes(scid[8..16].try_into().unwrap_or([0; 8]));
+            id = id_on_shard(start, self.shard, self.shards);
+            let agent = ConnectionAgent {
+                egress: Rc::clone(&egress),
+                shared: Rc::clone(&self.shared),
+                scratch: Scratch::new(256),
+            };
+            if let Err(error) = core.deploy(id, Box::new(agent), now_ns) {
+                tracing::debug!(shard = self.shard, %error, "connection agent not deployed");
+                refused = true;
+            }
+        }
+        let mut connection = Connection {
+            quic,
+            id,
+            reader: FrameReader::new(self.config.frame_bytes_max),
+            pending: None,
+            egress,
+            cids: vec![scid.to_vec(), header.dcid.to_vec()],
+            checked: false,
+            closing: false,
+        };
+        if refused {
+            EdgeCounters::bump(&self.counters().connections_refused);
+            connection.closing = true;
+            connection.id = AgentId(0);
+            let _ = connection.quic.close(
+                true,
+                ErrorCode::ServerBusy as u64,
+                b"the shard serves its maximum number of connections",
+            );
+        } else {
+            EdgeCounters::bump(&self.counters().connections_accepted);
+            self.live += 1;
+        }
+        for cid in &connection.cids {
+            self.by_cid.insert(cid.clone(), slot);
+        }
+        self.slots[slot] = Some(connection);
+        Some(slot)
+    }
+
+    /// Reads, writes and sends for one connection; removes it once closed.
+    fn service(&mut self, core: &mut Shard, slot: usize, now_ns: u64) -> usize {
+        let mut work = 0;
+        let counters = &self.metrics[self.shard];
+        let Some(connection) = self.slots[slot].as_mut() else {
+            return 0;
+        };
+        if connection.quic.is_established() && !connection.checked {
+            connection.checked = true;
+            if self.config.client_ca_path.is_some() && connection.quic.peer_cert().is_none() {
+                EdgeCounters::bump(&counters.connections_certificate_required);
+                close(
+                    connection,
+                    ErrorCode::CertificateRequired,
+                    "a client certificate is required",
+                );
+            }
+        }
+        if !connection.closing && connection.quic.is_established() {
+            work += read_frames(connection, core, &self.config, counters, &mut self.scratch);
+        }
+        work += write_egress(connection, &self.config, counters);
+        // Packets out.
+        loop {
+            if self.tx.is_full() {
+                flush(&mut self.tx, &self.socket, counters);
+            }
+            let Some(out) = self.tx.next_buf() else {
+                break;
+            };
+            match connection.quic.send(out) {
+                Ok((len, info)) => {
+                    self.tx.commit(len, info.to);
+                    work += 1;
+                }
+                Err(quiche::Error::Done) => break,
+                Err(error) => {
+                    tracing::debug!(shard = self.shard, %error, "QUIC send failed");
+                    let _ = connection.quic.close(false, 0x1, b"internal error");
+                    break;
+                }
+            }
+        }
+        if connection.quic.is_closed() {
+            self.remove(core, slot, now_ns);
+        }
+        work
+    }
+
+    fn remove(&mut self, core: &mut Shard, slot: usize, now_ns: u64) {
+        let Some(mut connection) = self.slots[slot].take() else {
+            return;
+        };
+        for cid in &connection.cids {
+            if self.by_cid.get(cid) == Some(&slot) {
+                self.by_cid.remove(cid);
+            }
+        }
+        if let Some(frame) = connection.pending.take() {
+            core.discard_incoming(frame);
+        }
+        if let Some(frame) = connection.reader.take_partial() {
+            core.discard_incoming(frame);
+        }
+        if connection.id != AgentId(0) {
+            core.undeploy(connection.id, now_ns);
+            self.live -= 1;
+        }
+        EdgeCounters::bump(&self.counters().connections_closed);
+        self.free_slots.push(slot);
+    }
+
+    /// Looks at every connection's timers (at most every `SWEEP_INTERVAL_NS`).
+    fn sweep(&mut self, core: &mut Shard, now_ns: u64) -> usize {
+        let now = Instant::now();
+        let mut earliest: Option<Duration> = None;
+        let mut work = 0;
+        for slot in 0..self.slots.len() {
+            let Some(connection) = self.slots[slot].as_mut() else {
+                continue;
+            };
+            if let Some(at) = connection.quic.timeout_instant() {
+                if at <= now {
+                    connection.quic.on_timeout();
+                    work += self.service(core, slot, now_ns);
+                } else {
+                    let left = at - now;
+                    earliest = Some(earliest.map_or(left, |e| e.min(left)));
+                }
+            }
+        }
+        let next = earliest.map(|left| now_ns + left.as_nanos() as u64);
+        self.next_timer_ns = next;
+        self.next_sweep_ns = next.map_or(now_ns + SWEEP_INTERVAL_NS, |at| {
+            at.min(now_ns + SWEEP_INTERVAL_NS)
+        });
+        work
+    }
+}
+
+fn close(connection: &mut Connection, code: ErrorCode, reason: &str) {
+    connection.closing = true;
+    let _ = connection.quic.close(true, code as u64, reason.as_bytes());
+}
+
+fn flush(tx: &mut Batch, socket: &UdpSocket, counters: &EdgeCounters) {
+    if tx.is_empty() {
+        return;
+    }
+    match tx.send(socket) {
+        Ok(sent) => {
+            counters
+                .datagrams_out
+                .fetch_add(sent as u64, Ordering::Relaxed);
+        }
+        Err(error) => tracing::debug!(%error, "UDP send failed"),
+    }
+}
+
+/// Moves frames from the client's stream into the shard until the stream is drained or
+/// back-pressure says stop.
+fn read_frames(
+    connection: &mut Connection,
+    core: &mut Shard,
+    config: &EdgeConfig,
+    counters: &EdgeCounters,
+    scratch: &mut Scratch,
+) -> usize {
+    let mut work = 0;
+    loop {
+        // Replies pile up: stop reading requests until the client reads.
+        let queued = connection.egress.borrow().queued_bytes();
+        if queued > config.egress_bytes_max {
+            if queued > 2 * config.egress_bytes_max {
+                EdgeCounters::bump(&counters.connections_not_reading);
+                close(connection, ErrorCode::NotReading, "replies not read");
+            }
+            return work;
+        }
+        if let Some(frame) = connection.pending.take() {
+            if !submit(connection, core, frame, counters, scratch) {
+                return work;
+            }
+            work += 1;
+        }
+        let (event, fin) = {
+            let Connection { quic, reader, .. } = &mut *connection;
+            let mut fin = false;
+            let mut read = |out: &mut [u8]| match quic.stream_recv(FRAME_STREAM_ID, out) {
+                Ok((n, stream_fin)) => {
+                    fin |= stream_fin;
+                    n
+                }
+                Err(_) => 0,
+            };
+            let event = reader.next(&mut read, &mut |frame_bytes| {
+                core.alloc_incoming(frame_bytes).ok()
+            });
+            (event, fin)
+        };
+        match event {
+            Ok(Event::Frame(frame)) => {
+                if !submit(connection, core, frame, counters, scratch) {
+                    return work;
+                }
+                work += 1;
+            }
+            Ok(Event::Skipped {
+                frame_bytes,
+                to,
+                correlation_id,
+            }) => {
+                EdgeCounters::bump(&counters.frames_oversized);
+                let reason = format!(
+                    "frame of {frame_bytes} bytes exceeds the limit of {} bytes",
+                    config.frame_bytes_max
+                );
+                let header = error_header(connection.id, to, correlation_id);
+                append_frame(
+                    &mut connection.egress.borrow_mut().bytes,
+                    scratch,
+                    &header,
+                    reason.as_bytes(),
+                );
+                work += 1;
+            }
+            Ok(Event::Drained) => {
+                if fin {
+                    if !connection.reader.at_boundary() {
+                        EdgeCounters::bump(&counters.connections_protocol_violation);
+                        close(
+                            connection,
+                            ErrorCode::ProtocolViolation,
+                            "stream ended inside a frame",
+                        );
+                    }
+                }
+                return work;
+            }
+            Ok(Event::Blocked { .. }) => {
+                EdgeCounters::bump(&counters.reads_paused);
+                return work;
+            }
+            Err(error) => {
+                EdgeCounters::bump(&counters.connections_protocol_violation);
+                close(connection, ErrorCode::FrameTooLarge, &error.to_string());
+                return work;
+            }
+        }
+    }
+}
+
+/// The header of an error frame the edge sends a client about its request.
+fn error_header(connection_id: AgentId, about: AgentId, correlation_id: u64) -> Header {
+    Header {
+        to: connection_id,
+        from: about,
+        conversation_id: 0,
+        correlation_id,
+        performative: Performative::Failure,
+        priority: Priority::High,
+        flags: Flags(Flags::REPLY.0 | Flags::ERROR.0),
+    }
+}
+
+/// Hands one frame to the shard. Returns false if it must wait (kept as `pending`).
+fn submit(
+    connection: &mut Connection,
+    core: &mut Shard,
+    mut frame: IncomingFrame,
+    counters: &EdgeCounters,
+    scratch: &mut Scratch,
+) -> bool {
+    // The raw fields, for an error reply if the frame turns out invalid.
+    let (raw_to, raw_correlation) = {
+        let bytes = frame.buffer_mut();
+        if bytes.len() >= FRAME_FIXED_BYTES {
+            let root = bytes.len() - FRAME_FIXED_BYTES;
+            let word = |at: usize| {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&bytes[root + at..root + at + 8]);
+                u64::from_le_bytes(w)
+            };
+            (AgentId(word(0)), word(24))
+        } else {
+            (AgentId(0), 0)
+        }
+    };
+    match core.handle_incoming(frame, connection.id) {
+        Incoming::Accepted(_) => {
+            EdgeCounters::bump(&counters.frames_in);
+            true
+        }
+        Incoming::Busy(frame) => {
+            EdgeCounters::bump(&counters.reads_paused);
+            connection.pending = Some(frame);
+            false
+        }
+        Incoming::Invalid(error) => {
+            EdgeCounters::bump(&counters.frames_invalid);
+            let reason = format!("malformed frame: {error}");
+            let header = error_header(connection.id, raw_to, raw_correlation);
+            append_frame(
+                &mut connection.egress.borrow_mut().bytes,
+                scratch,
+                &header,
+                reason.as_bytes(),
+            );
+            true
+        }
+        Incoming::Rejected { header, error } => {
+            EdgeCounters::bump(&counters.frames_rejected);
+            if !header.flags.contains(Flags::REPLY) {
+                let mut reply = header.reply_to(Performative::Failure);
+                reply.flags = Flags(Flags::REPLY.0 | Flags::ERROR.0);
+                let reason = error.to_string();
+                append_frame(
+                    &mut connection.egress.borrow_mut().bytes,
+                    scratch,
+                    &reply,
+                    reason.as_bytes(),
+                );
+            }
+            true
+        }
+    }
+}
+
+/// Hands queued reply bytes to quiche (as much as flow control allows).
+fn write_egress(
+    connection: &mut Connection,
+    config: &EdgeConfig,
+    counters: &EdgeCounters,
+) -> usize {
+    let mut egress = connection.egress.borrow_mut();
+    if egress.queued_bytes() == 0 {
+        return 0;
+    }
+    let mut work = 0;
+    while egress.sent < egress.bytes.len() {
+        let start = egress.sent;
+        match connection
+            .quic
+            .stream_send(FRAME_STREAM_ID, &egress.bytes[start..], false)
+        {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                egress.sent += n;
+                work += 1;
+            }
+        }
+    }
+    if egress.sent == egress.bytes.len() {
+        egress.bytes.clear();
+        egress.sent = 0;
+        let frames = std::mem::take(&mut egress.frames);
+        counters.frames_out.fetch_add(frames, Ordering::Relaxed);
+    } else if egress.sent > 64 * 1024 {
+        let sent = egress.sent;
+        egress.bytes.drain(..sent);
+        egress.sent = 0;
+    }
+    let _ = config;
+    let _ = LENGTH_PREFIX_BYTES;
+    work
+}
+
+impl ShardIo for Edge {
+    fn poll(&mut self, core: &mut Shard, now_ns: u64) -> usize {
+        let mut work = 0;
+        // Datagrams other shards forwarded to us.
+        loop {
+            let next = self.shared.borrow_mut().forwarded.pop_front();
+            let Some((mut datagram, peer)) = next else {
+                break;
+            };
+            EdgeCounters::bump(&self.counters().datagrams_forwarded_in);
+            self.handle_datagram(core, &mut datagram, peer, true, now_ns);
+            work += 1;
+        }
+        // The socket.
+        for _ in 0..RECV_ROUNDS_PER_POLL {
+            let got = match self.rx.recv(&self.socket) {
+                Ok(got) => got,
+                Err(error) => {
+                    tracing::debug!(shard = self.shard, %error, "UDP receive failed");
+                    0
+                }
+            };
+            if got == 0 {
+                break;
+            }
+            self.counters()
+                .datagrams_in
+                .fetch_add(got as u64, Ordering::Relaxed);
+            let mut rx = std::mem::replace(&mut self.rx, Batch::new(0));
+            for i in 0..got {
+                let (datagram, peer) = rx.get_mut(i);
+                self.handle_datagram(core, datagram, peer, false, now_ns);
+            }
+            self.rx = rx;
+            work += got;
+            if !self.rx.is_full() {
+                break;
+            }
+        }
+        // Connections with new replies from their agents.
+        let ready = std::mem::take(&mut self.shared.borrow_mut().ready);
+        for slot in ready {
+            self.touch(slot);
+        }
+        let mut touched = std::mem::take(&mut self.touched);
+        for &slot in &touched {
+            work += self.service(core, slot, now_ns);
+        }
+        touched.clear();
+        self.touched = touched;
+        if now_ns >= self.next_sweep_ns {
+            work += self.sweep(core, now_ns);
+        }
+        let dropped = std::mem::take(&mut self.shared.borrow_mut().forward_dropped);
+        if dropped > 0 {
+            self.counters()
+                .datagrams_forward_dropped
+                .fetch_add(dropped, Ordering::Relaxed);
+        }
+        let counters = &self.metrics[self.shard];
+        flush(&mut self.tx, &self.socket, counters);
+        work
+    }
+
+    fn next_timer_ns(&self) -> Option<u64> {
+        self.next_timer_ns
+    }
+
+    fn readable(&self) -> Pin<Box<dyn Future<Output = ()> + '_>> {
+        Box::pin(async move {
+            let mut byte = [0u8; 1];
+            let _ = self.readiness.peek_from(&mut byte).await;
+        })
+    }
+
+    fn shutdown(&mut self, core: &mut Shard, now_ns: u64) {
+        self.stopping = true;
+        for slot in 0..self.slots.len() {
+            if let Some(connection) = self.slots[slot].as_mut() {
+                close(
+                    connection,
+                    ErrorCode::ShuttingDown,
+                    "the node is shutting down",
+                );
+                self.service(core, slot, now_ns);
+            }
+        }
+        let counters = &self.metrics[self.shard];
+        flush(&mut self.tx, &self.socket, counters);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_datagrams_round_trip_their_address() {
+        let mut buf = Vec::new();
+        for peer in ["127.0.0.1:4433", "[::1]:9", "[2001:db8::7]:65535"] {
+            let peer: SocketAddr = peer.parse().expect("addr");
+            encode_forwarded(&mut buf, peer, b"quic");
+            let (decoded, datagram) = decode_forwarded(&buf).expect("decode");
+            assert_eq!(decoded, peer);
+            assert_eq!(datagram, b"quic");
+        }
+        assert!(decode_forwarded(&[9; 30]).is_none());
+        assert!(decode_forwarded(&[4; 5]).is_none());
+    }
+}
