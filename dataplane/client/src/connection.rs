@@ -230,6 +230,12 @@ impl ClientConnection {
         self.quic.is_closed()
     }
 
+    /// Whether the server has closed the connection (this side only waits out the
+    /// draining period now: nothing more can be sent or received).
+    pub fn is_draining(&self) -> bool {
+        self.quic.is_draining()
+    }
+
     /// Why the connection failed or was closed, if it did.
     pub fn error(&self) -> Option<ClientError> {
         if let Some(error) = &self.error {
@@ -258,11 +264,10 @@ impl ClientConnection {
         None
     }
 
-    /// Moves the client to a new local address (its NAT mapping changed, or it switched
-    /// sockets). The server's packets then come to `local`; the server keeps the
-    /// connection and routes its replies to the new address.
-    pub fn rebind(&mut self, local: SocketAddr) {
-        self.local = local;
+    /// The error this side found (the server's certificate did not match the pinned
+    /// fingerprint), before the close has finished.
+    pub fn local_failure(&self) -> Option<&ClientError> {
+        self.error.as_ref()
     }
 
     /// The local address packets are sent from.

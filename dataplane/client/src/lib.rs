@@ -126,7 +126,19 @@ impl ClientError {
             };
             format!("TLS alert {alert}{name}")
         } else {
-            format!("transport error 0x{code:x}")
+            let name = match code {
+                0x0 => "NO_ERROR",
+                0x1 => "INTERNAL_ERROR",
+                0x2 => "CONNECTION_REFUSED",
+                0x3 => "FLOW_CONTROL_ERROR",
+                0x4 => "STREAM_LIMIT_ERROR",
+                0x5 => "STREAM_STATE_ERROR",
+                0x7 => "FRAME_ENCODING_ERROR",
+                0xa => "PROTOCOL_VIOLATION",
+                0xc => "APPLICATION_ERROR",
+                _ => "",
+            };
+            format!("transport error 0x{code:x} {name}")
         }
     }
 
@@ -356,7 +368,12 @@ async fn drive(
                 tracing::debug!(%error, "UDP send failed");
             }
         }
-        if connection.is_closed() {
+        if let Some(error) = connection.local_failure() {
+            if let Some(ready) = ready.take() {
+                let _ = ready.send(Err(error.clone()));
+            }
+        }
+        if connection.is_closed() || connection.is_draining() {
             let error = connection
                 .error()
                 .unwrap_or_else(|| ClientError::Closed("connection closed".to_owned()));

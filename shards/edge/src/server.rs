@@ -35,7 +35,7 @@ use dataplane_shard::{
 };
 
 use crate::cid::{new_cid, owner_of, CID_BYTES};
-use crate::protocol::{ErrorCode, ALPNS, FRAME_STREAM_ID, LENGTH_PREFIX_BYTES, STREAMS_BIDI_MAX};
+use crate::protocol::{ErrorCode, ALPNS, FRAME_STREAM_ID, STREAMS_BIDI_MAX};
 use crate::reader::{Event, FrameReader};
 use crate::socket::{bind_reuseport, Batch, DATAGRAM_BYTES_MAX};
 
@@ -45,6 +45,9 @@ const ADDR_BYTES: usize = 19;
 const RECV_ROUNDS_PER_POLL: usize = 4;
 /// How often every connection's timers are looked at.
 const SWEEP_INTERVAL_NS: u64 = 1_000_000;
+/// Frames read from one connection per service call, so that one busy client does not
+/// hold up the others (the rest wait in quiche's buffers for the next poll).
+const FRAMES_READ_PER_SERVICE: usize = 256;
 /// Connections being closed, beyond the live limit, that a shard keeps while they drain.
 const CLOSING_CONNECTIONS_MAX: usize = 1024;
 
@@ -68,7 +71,7 @@ pub struct EdgeConfig {
     /// Flow-control window of the frame stream, bytes.
     pub stream_window_bytes: u64,
     /// Reply bytes queued for one connection before the edge stops reading its requests;
-    /// twice this closes it with `NOT_READING`.
+    /// twice this plus a stream window closes it with `NOT_READING`.
     pub egress_bytes_max: usize,
     /// Largest frame accepted from a client (the shard's frame limit or less).
     pub frame_bytes_max: usize,
@@ -328,6 +331,8 @@ struct Connection {
     checked: bool,
     /// Already counted as closing (no more reads).
     closing: bool,
+    /// Refused (limit): close once its first packet has been processed.
+    refuse: bool,
 }
 
 /// One shard's QUIC server.
@@ -352,6 +357,8 @@ pub struct Edge {
     scratch: Scratch,
     forward_buf: Vec<u8>,
     touched: Vec<usize>,
+    /// Connections with frames left to read after their last service call.
+    again: Vec<usize>,
     next_sweep_ns: u64,
     next_timer_ns: Option<u64>,
     stopping: bool,
@@ -459,6 +466,7 @@ impl Edge {
             scratch: Scratch::new(4096),
             forward_buf: Vec::with_capacity(DATAGRAM_BYTES_MAX + ADDR_BYTES),
             touched: Vec::new(),
+            again: Vec::new(),
             next_sweep_ns: now_ns + SWEEP_INTERVAL_NS,
             next_timer_ns: None,
             stopping: false,
@@ -637,16 +645,11 @@ impl Edge {
             cids: vec![scid.to_vec(), header.dcid.to_vec()],
             checked: false,
             closing: false,
+            refuse: refused,
         };
         if refused {
             EdgeCounters::bump(&self.counters().connections_refused);
-            connection.closing = true;
             connection.id = AgentId(0);
-            let _ = connection.quic.close(
-                true,
-                ErrorCode::ServerBusy as u64,
-                b"the shard serves its maximum number of connections",
-            );
         } else {
             EdgeCounters::bump(&self.counters().connections_accepted);
             self.live += 1;
@@ -665,7 +668,7 @@ impl Edge {
         let Some(connection) = self.slots[slot].as_mut() else {
             return 0;
         };
-        if connection.quic.is_established() && !connection.checked {
+        if connection.quic.is_established() && !connection.checked && !connection.refuse {
             connection.checked = true;
             if self.config.client_ca_path.is_some() && connection.quic.peer_cert().is_none() {
                 EdgeCounters::bump(&counters.connections_certificate_required);
@@ -676,10 +679,32 @@ impl Edge {
                 );
             }
         }
+        // A refused connection is closed as soon as its handshake completes: only then
+        // does the client get our code and reason (during the handshake an application
+        // close is reduced to a bare APPLICATION_ERROR, RFC 9000 10.2.3).
+        if connection.refuse && connection.quic.is_established() {
+            connection.refuse = false;
+            close(
+                connection,
+                ErrorCode::ServerBusy,
+                "the shard serves its maximum number of connections",
+            );
+        }
+        // Replies first: they make room for the requests read next.
+        work += write_egress(connection, counters);
         if !connection.closing && connection.quic.is_established() {
             work += read_frames(connection, core, &self.config, counters, &mut self.scratch);
+            work += write_egress(connection, counters);
+            // Stopped by the per-call cap or by back-pressure in the shard: look again
+            // next poll. (Stopped because replies pile up: the client's acknowledgements
+            // and window updates will touch the connection when it reads.)
+            let unread = connection.pending.is_some()
+                || (connection.quic.stream_readable(FRAME_STREAM_ID)
+                    && connection.egress.borrow().queued_bytes() <= self.config.egress_bytes_max);
+            if unread && !self.again.contains(&slot) {
+                self.again.push(slot);
+            }
         }
-        work += write_egress(connection, &self.config, counters);
         // Packets out.
         loop {
             if self.tx.is_full() {
@@ -788,12 +813,18 @@ fn read_frames(
 ) -> usize {
     let mut work = 0;
     loop {
-        // Replies pile up: stop reading requests until the client reads.
+        // Replies pile up: stop reading requests until the client reads. Requests read
+        // before the pause may still add up to a stream window of replies (for a 1:1
+        // agent such as echo); only a queue past that means the agents push more than
+        // the client reads.
         let queued = connection.egress.borrow().queued_bytes();
-        if queued > config.egress_bytes_max {
-            if queued > 2 * config.egress_bytes_max {
+        if queued > config.egress_bytes_max || work >= FRAMES_READ_PER_SERVICE {
+            let close_at = 2 * config.egress_bytes_max + config.stream_window_bytes as usize;
+            if queued > close_at {
                 EdgeCounters::bump(&counters.connections_not_reading);
                 close(connection, ErrorCode::NotReading, "replies not read");
+            } else if queued > config.egress_bytes_max {
+                EdgeCounters::bump(&counters.reads_paused);
             }
             return work;
         }
@@ -947,11 +978,7 @@ fn submit(
 }
 
 /// Hands queued reply bytes to quiche (as much as flow control allows).
-fn write_egress(
-    connection: &mut Connection,
-    config: &EdgeConfig,
-    counters: &EdgeCounters,
-) -> usize {
+fn write_egress(connection: &mut Connection, counters: &EdgeCounters) -> usize {
     let mut egress = connection.egress.borrow_mut();
     if egress.queued_bytes() == 0 {
         return 0;
@@ -980,8 +1007,6 @@ fn write_egress(
         egress.bytes.drain(..sent);
         egress.sent = 0;
     }
-    let _ = config;
-    let _ = LENGTH_PREFIX_BYTES;
     work
 }
 
@@ -1024,9 +1049,12 @@ impl ShardIo for Edge {
                 break;
             }
         }
-        // Connections with new replies from their agents.
+        // Connections with new replies from their agents, and with frames left unread.
         let ready = std::mem::take(&mut self.shared.borrow_mut().ready);
         for slot in ready {
+            self.touch(slot);
+        }
+        for slot in std::mem::take(&mut self.again) {
             self.touch(slot);
         }
         let mut touched = std::mem::take(&mut self.touched);
