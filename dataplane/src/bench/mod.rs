@@ -13,6 +13,7 @@
 
 pub mod hardware;
 pub mod native;
+pub mod remote;
 pub mod report;
 pub mod wasm;
 
@@ -42,6 +43,8 @@ pub enum Suite {
     Orderbook,
     /// How far past its time limit a looping WASM agent is interrupted.
     Interrupt,
+    /// Request/response over the QUIC edge from a client process (`bench::remote`).
+    Remote,
 }
 
 impl Suite {
@@ -78,6 +81,7 @@ impl Suite {
             Suite::WasmCross => "wasm-cross",
             Suite::Orderbook => "orderbook",
             Suite::Interrupt => "interrupt",
+            Suite::Remote => "remote",
         }
     }
 }
@@ -97,6 +101,8 @@ pub struct SuiteOptions {
     pub cpus: Vec<usize>,
     /// Agent counts of the `memory` suite.
     pub agents: Vec<u64>,
+    /// The `remote` suite's server and connections.
+    pub remote: Option<remote::RemoteOptions>,
 }
 
 impl Default for SuiteOptions {
@@ -108,6 +114,7 @@ impl Default for SuiteOptions {
             payload_bytes: 32,
             cpus: Vec::new(),
             agents: vec![10_000, 100_000],
+            remote: None,
         }
     }
 }

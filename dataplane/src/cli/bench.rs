@@ -47,6 +47,25 @@ pub struct BenchArgs {
     /// [default: the first CPUs of this process's affinity mask]
     #[arg(long, value_name = "LIST")]
     pub cpus: Option<CpuList>,
+    /// `remote`: a running node's QUIC edge, HOST:PORT [default: start a one-shard node
+    /// in this process on the first CPU]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub addr: Option<String>,
+    /// `remote`: connections the load generator opens
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub connections: usize,
+    /// `remote`: the agent requests go to (it must reply, like echo)
+    #[arg(long, value_name = "AGENT", default_value = "echo")]
+    pub to: String,
+    /// `remote` with --addr: trust this CA file (PEM)
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
+    /// `remote` with --addr: pin the node's certificate fingerprint
+    #[arg(long, value_name = "SHA256")]
+    pub fingerprint: Option<String>,
+    /// `remote` with --addr: do not verify the node
+    #[arg(long)]
+    pub insecure: bool,
     /// Agent counts of the `memory` suite, comma-separated
     #[arg(long, value_name = "N,N", value_delimiter = ',', default_values_t = [10_000u64, 100_000])]
     pub agents: Vec<u64>,
@@ -57,7 +76,7 @@ impl BenchArgs {
     #[must_use]
     pub fn suite_options(&self) -> SuiteOptions {
         let default_shards = match self.suite {
-            Suite::Local | Suite::WasmLocal | Suite::Spawn | Suite::Orderbook => 1,
+            Suite::Local | Suite::WasmLocal | Suite::Spawn | Suite::Orderbook | Suite::Remote => 1,
             _ => 2,
         };
         SuiteOptions {
@@ -71,7 +90,35 @@ impl BenchArgs {
                 .map(|list| list.cpus().to_vec())
                 .unwrap_or_default(),
             agents: self.agents.clone(),
+            remote: None,
         }
+    }
+
+    /// The `remote` suite's options (resolving `--addr` and how to verify the node).
+    pub fn remote_options(&self) -> anyhow::Result<crate::bench::remote::RemoteOptions> {
+        let (addr, client) = match &self.addr {
+            None => (None, None),
+            Some(addr) => {
+                let edge = super::send::EdgeClientArgs {
+                    addr: addr.clone(),
+                    ca: self.ca.clone(),
+                    fingerprint: self.fingerprint.clone(),
+                    insecure: self.insecure,
+                    server_name: None,
+                    cert: None,
+                    key: None,
+                    dev_cert_dir: None,
+                };
+                let (addr, config) = edge.resolve()?;
+                (Some(addr), Some(config))
+            }
+        };
+        Ok(crate::bench::remote::RemoteOptions {
+            addr,
+            client,
+            connections: self.connections,
+            to: super::send::parse_agent(&self.to)?,
+        })
     }
 }
 
@@ -83,7 +130,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if args.suite == Suite::Memory {
         return run_memory(args);
     }
-    let opts = args.suite_options();
+    let mut opts = args.suite_options();
+    if args.suite == Suite::Remote {
+        opts.remote = Some(args.remote_options()?);
+    }
     let mut results = Vec::with_capacity(args.runs.get() + 1);
     if args.suite.has_hardware_row() {
         let hardware = hardware_row(args.suite, &opts);
@@ -189,6 +239,13 @@ fn run_memory(args: &BenchArgs) -> anyhow::Result<()> {
 fn run_suite(suite: Suite, opts: &SuiteOptions) -> anyhow::Result<Vec<BenchResult>> {
     match suite {
         Suite::Hardware => Ok(vec![hardware::run(opts)]),
+        Suite::Remote => {
+            let remote = opts
+                .remote
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("remote options missing"))?;
+            Ok(vec![crate::bench::remote::run(opts, remote)?])
+        }
         suite if suite.is_wasm() => crate::bench::wasm::run(suite, opts),
         suite => Ok(vec![native::run(suite, opts)?]),
     }
