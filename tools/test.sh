@@ -4,8 +4,10 @@
 #   1. tools/setup.sh                 packages, limits (idempotent)
 #   2. cargo fmt --check              formatting (rustfmt.toml)
 #   3. cargo clippy -D warnings       lints (Cargo.toml [workspace.lints], clippy.toml)
-#   4. cargo test --workspace --release  unit, property, simulation and end-to-end tests
-#   5. cargo fuzz run validate, 30 s  frame validation under libFuzzer (needs nightly)
+#   4. cargo test --workspace --profile ci  unit, property, simulation and end-to-end tests
+#                                     (release optimisation, no LTO: Cargo.toml [profile.ci])
+#   5. cargo fuzz, 30 s per target    frame validation and the edge's frame reader under
+#                                     libFuzzer (needs nightly)
 #   6. loom models of the ring        --cfg loom, own target dir
 #
 # Plain `cargo test` (not nextest): it runs test binaries one after another, and the tests
@@ -83,12 +85,12 @@ end_step "ok"
 # 4. The test suite, release build: the end-to-end tests move 1M messages through pinned
 # shards; measured on 2 cores, release builds in ~4 min and runs everything in ~15 s, while a
 # debug build (~2 min) did not get through them in 4 min (the 120 s deadlines ran out).
-start_step "cargo test --workspace --release"
-cargo test --workspace --release --locked
+start_step "cargo test --workspace --profile ci"
+cargo test --workspace --profile ci --locked
 end_step "ok"
 
-# 5. Fuzz smoke: libFuzzer on frame validation, seeded from the committed seeds.
-start_step "fuzz smoke: frame validate (${fuzz_seconds}s)"
+# 5. Fuzz smoke: libFuzzer on frame validation and on the edge's stream frame reader,
+# seeded from the committed seeds.
 fuzz_reason=""
 if [ "$fuzz_seconds" = 0 ]; then
     fuzz_reason="FUZZ_SECONDS=0"
@@ -100,21 +102,27 @@ elif ! cargo fuzz --version >/dev/null 2>&1; then
         fuzz_reason="cargo install cargo-fuzz failed"
     fi
 fi
-if [ -n "$fuzz_reason" ]; then
-    echo "SKIPPED: $fuzz_reason"
-    end_step "skipped"
-else
-    fuzz_corpus="$CARGO_TARGET_DIR/fuzz/corpus/validate"
+for target in "shards/frame validate" "shards/edge reader"; do
+    set -- $target
+    crate_dir="$1"
+    fuzz_target="$2"
+    start_step "fuzz smoke: $fuzz_target (${fuzz_seconds}s)"
+    if [ -n "$fuzz_reason" ]; then
+        echo "SKIPPED: $fuzz_reason"
+        end_step "skipped"
+        continue
+    fi
+    fuzz_corpus="$CARGO_TARGET_DIR/fuzz/corpus/$fuzz_target"
     mkdir -p "$fuzz_corpus"
     (
-        cd shards/frame
+        cd "$crate_dir"
         # New inputs go to the first corpus folder (in the target dir, not the tree); the
         # committed seeds are read only.
-        cargo +nightly fuzz run --target-dir "$CARGO_TARGET_DIR/fuzz" validate \
-            "$fuzz_corpus" fuzz/seeds/validate -- -max_total_time="$fuzz_seconds"
+        cargo +nightly fuzz run --target-dir "$CARGO_TARGET_DIR/fuzz" "$fuzz_target" \
+            "$fuzz_corpus" "fuzz/seeds/$fuzz_target" -- -max_total_time="$fuzz_seconds"
     )
     end_step "ok"
-fi
+done
 
 # 6. Loom: exhaustive interleavings of the ring's atomics. A different cfg rebuilds
 # everything, so it gets its own target dir and does not evict the main build.

@@ -164,10 +164,28 @@ fn every_override() -> Overrides {
         wasm_cache_dir: Some("/var/cache/dp".parse().unwrap()),
         wasm_cache_disabled: false,
         wasm_profiling: Some(WasmProfiling::PerfMap),
+        listen: Some("0.0.0.0:4500".parse().unwrap()),
+        edge_disabled: false,
+        cert: Some("/etc/dp/cert.pem".into()),
+        key: Some("/etc/dp/key.pem".into()),
+        client_ca: Some("/etc/dp/clients.pem".into()),
         admin_listen: Some("0.0.0.0:9100".parse().unwrap()),
         admin_disabled: false,
         log_level: Some("debug".to_owned()),
     }
+}
+
+#[test]
+fn edge_cert_and_key_go_together() {
+    let error = Config::from_yaml_str("edge:\n  cert: /etc/dp/cert.pem\n", "f").unwrap_err();
+    assert!(error.to_string().contains("edge.key"), "{error}");
+    let config = Config::embedded_default();
+    assert_eq!(
+        config.edge.listen,
+        Some("127.0.0.1:4433".parse::<SocketAddr>().unwrap())
+    );
+    assert_eq!(config.edge.cert, None);
+    assert_eq!(config.edge.connections_per_shard_max, 4096);
 }
 
 #[test]
@@ -193,6 +211,28 @@ fn every_field_override_works() {
         Some("0.0.0.0:9100".parse::<SocketAddr>().unwrap())
     );
     assert_eq!(config.log.level, "debug");
+    let edge = &config.edge;
+    assert_eq!(
+        edge.listen,
+        Some("0.0.0.0:4500".parse::<SocketAddr>().unwrap())
+    );
+    assert_eq!(
+        edge.cert.as_deref(),
+        Some(std::path::Path::new("/etc/dp/cert.pem"))
+    );
+    assert_eq!(
+        edge.key.as_deref(),
+        Some(std::path::Path::new("/etc/dp/key.pem"))
+    );
+    assert_eq!(
+        edge.client_ca.as_deref(),
+        Some(std::path::Path::new("/etc/dp/clients.pem"))
+    );
+    let edge_off = Overrides {
+        edge_disabled: true,
+        ..Overrides::default()
+    };
+    assert_eq!(Config::load(None, &edge_off).unwrap().edge.listen, None);
 
     let off = Overrides {
         admin_disabled: true,

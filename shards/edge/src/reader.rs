@@ -260,12 +260,15 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Frames read, skipped frames `(length, correlation id)`, and the error that ended it.
+    type Outcome = (Vec<Vec<u8>>, Vec<(usize, u64)>, Option<ReadError>);
+
     /// Feeds `stream` in chunks of the given sizes; collects frames and skips.
     fn run(
         stream: &[u8],
         chunks: &[usize],
         max: usize,
-    ) -> (Vec<Vec<u8>>, Vec<(usize, u64)>, Option<ReadError>) {
+    ) -> Outcome {
         let mut reader = FrameReader::<Vec<u8>>::new(max);
         let mut pos = 0;
         let mut frames = Vec::new();

@@ -577,9 +577,7 @@ impl Edge {
         now_ns: u64,
     ) -> Option<usize> {
         if !quiche::version_is_supported(header.version) {
-            let Some(out) = self.tx.next_buf() else {
-                return None;
-            };
+            let out = self.tx.next_buf()?;
             if let Ok(len) = quiche::negotiate_version(&header.scid, &header.dcid, out) {
                 self.tx.commit(len, peer);
             }
@@ -876,15 +874,13 @@ fn read_frames(
                 work += 1;
             }
             Ok(Event::Drained) => {
-                if fin {
-                    if !connection.reader.at_boundary() {
-                        EdgeCounters::bump(&counters.connections_protocol_violation);
-                        close(
-                            connection,
-                            ErrorCode::ProtocolViolation,
-                            "stream ended inside a frame",
-                        );
-                    }
+                if fin && !connection.reader.at_boundary() {
+                    EdgeCounters::bump(&counters.connections_protocol_violation);
+                    close(
+                        connection,
+                        ErrorCode::ProtocolViolation,
+                        "stream ended inside a frame",
+                    );
                 }
                 return work;
             }

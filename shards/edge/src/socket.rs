@@ -66,10 +66,11 @@ impl Batch {
             lens: vec![0; n],
             addrs: vec![SocketAddr::from(([0, 0, 0, 0], 0)); n],
             filled: 0,
-            // SAFETY: sockaddr_storage, iovec and mmsghdr are plain C structs for which
-            // all-zero bytes are a valid value.
+            // SAFETY: sockaddr_storage is a plain C struct; all-zero bytes are valid.
             names: vec![unsafe { zeroed() }; n],
+            // SAFETY: iovec is a plain C struct (a null pointer and a length of 0).
             iovecs: vec![unsafe { zeroed() }; n],
+            // SAFETY: mmsghdr is a plain C struct; all-zero is an empty header.
             headers: vec![unsafe { zeroed() }; n],
         }
     }

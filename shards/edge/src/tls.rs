@@ -131,6 +131,7 @@ pub fn default_dev_cert_dir() -> PathBuf {
     PathBuf::from("/var/lib/dataplane/tls")
 }
 
+#[cfg(feature = "devcert")]
 /// The development certificate and key in `dir`: loaded if both files exist, else
 /// generated (self-signed, for [`DEV_CERT_NAMES`]) and written, the key with mode 0600.
 /// Returns `(cert path, key path, fingerprint, generated)`.
@@ -157,6 +158,7 @@ pub fn ensure_dev_cert(dir: &Path) -> Result<(PathBuf, PathBuf, Fingerprint, boo
     Ok((cert_path, key_path, fingerprint, true))
 }
 
+#[cfg(feature = "devcert")]
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -209,6 +211,7 @@ mod tests {
         assert!(Fingerprint::parse(&"zz".repeat(32)).is_err());
     }
 
+    #[cfg(feature = "devcert")]
     #[test]
     fn dev_cert_is_made_once_and_reloaded() {
         let dir = std::env::temp_dir().join(format!("dataplane-tls-{}", std::process::id()));
