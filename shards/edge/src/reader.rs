@@ -264,11 +264,7 @@ mod tests {
     type Outcome = (Vec<Vec<u8>>, Vec<(usize, u64)>, Option<ReadError>);
 
     /// Feeds `stream` in chunks of the given sizes; collects frames and skips.
-    fn run(
-        stream: &[u8],
-        chunks: &[usize],
-        max: usize,
-    ) -> Outcome {
+    fn run(stream: &[u8], chunks: &[usize], max: usize) -> Outcome {
         let mut reader = FrameReader::<Vec<u8>>::new(max);
         let mut pos = 0;
         let mut frames = Vec::new();
