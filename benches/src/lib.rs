@@ -19,5 +19,6 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod quinn_remote;
 pub mod targets;
 pub mod tokio_mpsc;

@@ -113,6 +113,45 @@ pub fn check_targets(suite: Suite, medians: &[BenchResult]) -> Vec<TargetCheck> 
                 " M msg/s",
             ),
         ],
+        Suite::Remote => {
+            let quinn = row("quinn");
+            vec![
+                at_most(
+                    "dataplane QUIC round trip p50 <= 40 us".to_owned(),
+                    dataplane.map(|d| d.latency_ns.p50 as f64 / 1e3),
+                    40.0,
+                    " us",
+                ),
+                at_most(
+                    "dataplane QUIC round trip p99 <= 200 us".to_owned(),
+                    dataplane.map(|d| d.latency_ns.p99 as f64 / 1e3),
+                    200.0,
+                    " us",
+                ),
+                at_least(
+                    "dataplane QUIC throughput >= 1 M msg/s".to_owned(),
+                    dataplane.map(|d| d.throughput_msgs_per_s / 1e6),
+                    1.0,
+                    " M msg/s",
+                ),
+                at_least(
+                    "dataplane/quinn throughput >= 2x".to_owned(),
+                    dataplane
+                        .zip(quinn)
+                        .map(|(d, q)| ratio(d.throughput_msgs_per_s, q.throughput_msgs_per_s)),
+                    2.0,
+                    "x",
+                ),
+                at_most(
+                    "dataplane p99 / quinn p99 <= 0.5x (same offered load)".to_owned(),
+                    dataplane
+                        .zip(quinn)
+                        .map(|(d, q)| ratio(d.latency_ns.p99 as f64, q.latency_ns.p99 as f64)),
+                    0.5,
+                    "x",
+                ),
+            ]
+        }
         // hardware and idle have no targets here; the WASM suites are checked by `dataplane
         // bench` alone (they have no peer baseline in this crate).
         _ => Vec::new(),

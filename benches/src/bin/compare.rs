@@ -20,7 +20,10 @@ use dataplane::bench::report::{
     format_table, median_of, SYSTEM_DATAPLANE, SYSTEM_HARDWARE, SYSTEM_TOKIO_MPSC,
 };
 use dataplane::bench::{hardware, native, BenchResult, Suite, SuiteOptions};
-use dataplane_benches::{targets, tokio_mpsc};
+use dataplane_benches::{quinn_remote, targets, tokio_mpsc};
+
+/// The QUIC peer baseline of the `remote` suite.
+const SYSTEM_QUINN: &str = "quinn";
 
 /// Systems in the order they run and are printed.
 const SYSTEMS: [&str; 3] = [SYSTEM_HARDWARE, SYSTEM_DATAPLANE, SYSTEM_TOKIO_MPSC];
@@ -53,6 +56,9 @@ struct Cli {
     /// Payload bytes per message.
     #[arg(long, default_value_t = 32)]
     payload_bytes: usize,
+    /// `remote`: connections per system's load generator.
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
     /// CPUs to pin to, in shard order (default: the first CPUs of this process's mask).
     #[arg(long, value_delimiter = ',')]
     cpus: Vec<usize>,
@@ -69,13 +75,23 @@ impl Cli {
         if self.rate == Some(0) {
             bail!("--rate must be at least 1 message per second");
         }
-        let default_shards = if self.suite == Suite::Local { 1 } else { 2 };
+        let default_shards = if matches!(self.suite, Suite::Local | Suite::Remote) {
+            1
+        } else {
+            2
+        };
         Ok(SuiteOptions {
             shards: self.shards.unwrap_or(default_shards),
             seconds: self.seconds,
             rate_msgs_per_s: self.rate,
             payload_bytes: self.payload_bytes,
             cpus: self.cpus.clone(),
+            remote: Some(dataplane::bench::remote::RemoteOptions {
+                addr: None,
+                client: None,
+                connections: self.connections,
+                to: dataplane_frame::AgentId::from_name("echo"),
+            }),
             ..SuiteOptions::default()
         })
     }
@@ -130,11 +146,43 @@ fn main() -> anyhow::Result<()> {
 
 /// The systems that run for `suite`: only the hardware row for the hardware suite.
 fn systems_for(suite: Suite) -> &'static [&'static str] {
-    if suite == Suite::Hardware {
-        &SYSTEMS[..1]
-    } else {
-        &SYSTEMS
+    match suite {
+        Suite::Hardware => &SYSTEMS[..1],
+        Suite::Remote => &[SYSTEM_DATAPLANE, SYSTEM_QUINN],
+        _ => &SYSTEMS,
     }
+}
+
+/// The `remote` suite over quinn: latency at the same offered load as dataplane's latency
+/// workload (`--rate`, or closed loop), throughput from a second run at a rate no system
+/// here sustains (10 M/s open loop), i.e. its saturated reply rate.
+fn run_quinn(opts: &SuiteOptions) -> anyhow::Result<BenchResult> {
+    let cpus = dataplane::bench::pick_cpus(opts, 2);
+    let (server_cpu, client_cpu) = match cpus.as_slice() {
+        [server, client, ..] => (*server, *client),
+        [only] => (*only, *only),
+        [] => bail!("no CPU to run on"),
+    };
+    let connections = opts.remote.as_ref().map_or(1, |remote| remote.connections);
+    let base = quinn_remote::RemoteOptions {
+        server_addr: None,
+        server_cpu,
+        client_cpu,
+        connections,
+        rate_msgs_per_s: opts.rate_msgs_per_s,
+        seconds: opts.seconds,
+        payload_bytes: opts.payload_bytes,
+    };
+    let latency = quinn_remote::run(&base)?;
+    let saturated = quinn_remote::run(&quinn_remote::RemoteOptions {
+        rate_msgs_per_s: Some(10_000_000),
+        ..base
+    })?;
+    let mut result = latency;
+    result.messages = saturated.messages;
+    result.seconds = saturated.seconds;
+    result.throughput_msgs_per_s = saturated.throughput_msgs_per_s;
+    Ok(result)
 }
 
 fn run_system(system: &str, suite: Suite, opts: &SuiteOptions) -> anyhow::Result<BenchResult> {
@@ -144,6 +192,14 @@ fn run_system(system: &str, suite: Suite, opts: &SuiteOptions) -> anyhow::Result
             result.suite = suite.name().to_string();
             Ok(result)
         }
+        SYSTEM_DATAPLANE if suite == Suite::Remote => {
+            let remote = opts
+                .remote
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("remote options missing"))?;
+            dataplane::bench::remote::run(opts, remote)
+        }
+        SYSTEM_QUINN => run_quinn(opts),
         SYSTEM_DATAPLANE => native::run(suite, opts),
         SYSTEM_TOKIO_MPSC => tokio_mpsc::run(suite, opts),
         other => bail!("unknown system {other}"),
