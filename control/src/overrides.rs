@@ -77,10 +77,10 @@ pub struct Overrides {
     /// Turn the QUIC edge off [edge.listen = null; default: on]
     #[arg(long)]
     pub edge_disabled: bool,
-    /// Certificate chain for the QUIC edge, PEM [edge.cert; default: development certificate]
+    /// Certificate chain for the QUIC edge, PEM [edge.cert; default: none, a development certificate]
     #[arg(long, value_name = "FILE", requires = "key")]
     pub cert: Option<std::path::PathBuf>,
-    /// Private key for the QUIC edge, PEM [edge.key]
+    /// Private key for the QUIC edge, PEM [edge.key; default: none]
     #[arg(long, value_name = "FILE", requires = "cert")]
     pub key: Option<std::path::PathBuf>,
     /// Require client certificates signed by this CA, PEM [edge.client_ca; default: none]

@@ -545,7 +545,7 @@ fn flag_help_states_the_embedded_default() {
             .unwrap();
         if matches!(
             arg.get_long(),
-            Some("admin-disabled" | "wasm-cache-disabled")
+            Some("admin-disabled" | "wasm-cache-disabled" | "edge-disabled")
         ) {
             continue;
         }
@@ -562,7 +562,7 @@ fn flag_help_states_the_embedded_default() {
         );
         checked += 1;
     }
-    assert_eq!(checked, 19);
+    assert_eq!(checked, 23);
 }
 
 /// docs/configuration.md documents every key of the embedded default.
