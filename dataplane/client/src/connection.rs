@@ -7,11 +7,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use dataplane_edge::cid::{new_cid, CID_BYTES};
+use dataplane_edge::framing::{append_frame, AlignedBuf};
 use dataplane_edge::protocol::{ErrorCode, ALPNS, FRAME_STREAM_ID, LENGTH_PREFIX_BYTES};
 use dataplane_edge::reader::{Event, FrameReader};
 use dataplane_edge::socket::DATAGRAM_BYTES_MAX;
 use dataplane_edge::Fingerprint;
-use dataplane_frame::{encode_into, encoded_len, validate, Header, FRAME_FIXED_BYTES};
+use dataplane_frame::{validate, Header, FRAME_FIXED_BYTES};
 
 use crate::ClientError;
 
@@ -132,34 +133,6 @@ impl ReceivedFrame {
     /// The frame's bytes as they came off the wire.
     pub fn bytes(&self) -> &[u8] {
         self.buf.as_slice()
-    }
-}
-
-/// A heap buffer whose start is 16-byte aligned, as frames need.
-pub(crate) struct AlignedBuf {
-    words: Vec<u128>,
-    len: usize,
-}
-
-impl AlignedBuf {
-    pub(crate) fn new(len: usize) -> AlignedBuf {
-        AlignedBuf {
-            words: vec![0; len.div_ceil(16)],
-            len,
-        }
-    }
-
-    pub(crate) fn as_slice(&self) -> &[u8] {
-        // SAFETY: the Vec<u128> holds `words.len() * 16 >= len` initialised bytes; any
-        // byte pattern is a valid u8.
-        unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast::<u8>(), self.len) }
-    }
-}
-
-impl AsMut<[u8]> for AlignedBuf {
-    fn as_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as `as_slice`, borrowed mutably through `&mut self`.
-        unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr().cast::<u8>(), self.len) }
     }
 }
 
@@ -311,14 +284,8 @@ impl ClientConnection {
 
     /// Queues a frame for the server. Returns the bytes queued and not yet sent.
     pub fn queue_frame(&mut self, header: &Header, payload: &[u8]) -> Result<usize, ClientError> {
-        let frame_bytes = encoded_len(payload.len());
-        if self.scratch.len < frame_bytes {
-            self.scratch = AlignedBuf::new(frame_bytes.next_power_of_two());
-        }
-        let n = encode_into(header, payload, self.scratch.as_mut())
+        append_frame(&mut self.out, &mut self.scratch, header, payload)
             .map_err(|error| ClientError::Frame(error.to_string()))?;
-        self.out.extend_from_slice(&(n as u32).to_le_bytes());
-        self.out.extend_from_slice(&self.scratch.as_slice()[..n]);
         Ok(self.queued_bytes())
     }
 
@@ -383,7 +350,7 @@ impl ClientConnection {
                 Some(AlignedBuf::new(frame_bytes))
             }) {
                 Ok(Event::Frame(buf)) => {
-                    if buf.len < FRAME_FIXED_BYTES || validate(buf.as_slice()).is_err() {
+                    if buf.len() < FRAME_FIXED_BYTES || validate(buf.as_slice()).is_err() {
                         self.frames_dropped += 1;
                         continue;
                     }

@@ -1,6 +1,6 @@
 //! The QUIC edge: how clients and other nodes reach agents.
 //!
-//! - [`protocol`], [`reader`], [`cid`], [`tls`]: the wire protocol (docs/protocol.md) as
+//! - [`protocol`], [`framing`], [`reader`], [`cid`], [`tls`]: the wire protocol (docs/protocol.md) as
 //!   pure code, shared by the server and clients.
 //! - [`server`] (feature `server`): one quiche server per shard, polled by the shard's
 //!   driver, routing client frames into the shard without re-encoding them.
@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod cid;
+pub mod framing;
 pub mod protocol;
 pub mod reader;
 #[cfg(feature = "server")]

@@ -25,16 +25,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dataplane_frame::{
-    encode_into, encoded_len, AgentId, Flags, Header, Performative, Priority, FRAME_ALIGN,
-    FRAME_FIXED_BYTES,
-};
+use dataplane_frame::{AgentId, Flags, Header, Performative, Priority, FRAME_FIXED_BYTES};
 use dataplane_runtime::{IoFactory, ShardIo};
 use dataplane_shard::{
     id_on_shard, Agent, AgentError, Context, Incoming, IncomingFrame, Message, Shard,
 };
 
 use crate::cid::{new_cid, owner_of, CID_BYTES};
+use crate::framing::AlignedBuf;
 use crate::protocol::{ErrorCode, ALPNS, FRAME_STREAM_ID, STREAMS_BIDI_MAX};
 use crate::reader::{Event, FrameReader};
 use crate::socket::{bind_reuseport, Batch, DATAGRAM_BYTES_MAX};
@@ -197,39 +195,11 @@ impl Egress {
     }
 }
 
-/// A 16-byte aligned scratch buffer to encode frames into.
-struct Scratch(Vec<u128>);
-
-impl Scratch {
-    fn new(bytes: usize) -> Scratch {
-        Scratch(vec![0; bytes.div_ceil(16)])
-    }
-
-    fn bytes_mut(&mut self, len: usize) -> &mut [u8] {
-        if self.0.len() * 16 < len {
-            self.0.resize(len.div_ceil(16), 0);
-        }
-        // SAFETY: a `Vec<u128>` is a contiguous, initialised allocation of `len() * 16`
-        // bytes, 16-byte aligned; any byte pattern is a valid u8, and the slice borrows
-        // `self` mutably for its lifetime.
-        let all = unsafe {
-            std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<u8>(), self.0.len() * 16)
-        };
-        debug_assert_eq!(all.as_ptr() as usize % FRAME_ALIGN, 0);
-        &mut all[..len]
-    }
-}
-
-/// Appends `header` + `payload` as a length-prefixed frame to `out`.
-fn append_frame(out: &mut Vec<u8>, scratch: &mut Scratch, header: &Header, payload: &[u8]) {
-    let frame_bytes = encoded_len(payload.len());
-    let buffer = scratch.bytes_mut(frame_bytes);
-    match encode_into(header, payload, buffer) {
-        Ok(n) => {
-            out.extend_from_slice(&(n as u32).to_le_bytes());
-            out.extend_from_slice(&buffer[..n]);
-        }
-        Err(error) => tracing::warn!(%error, "frame for a client not encoded"),
+/// Appends a frame for a client to its egress bytes; a frame that cannot be encoded (the
+/// node built it, so only a bug gets here) is logged and left out.
+fn append_frame(out: &mut Vec<u8>, scratch: &mut AlignedBuf, header: &Header, payload: &[u8]) {
+    if let Err(error) = crate::framing::append_frame(out, scratch, header, payload) {
+        tracing::warn!(%error, "frame for a client not encoded");
     }
 }
 
@@ -237,7 +207,7 @@ fn append_frame(out: &mut Vec<u8>, scratch: &mut Scratch, header: &Header, paylo
 struct ConnectionAgent {
     egress: Rc<RefCell<Egress>>,
     shared: Rc<RefCell<Shared>>,
-    scratch: Scratch,
+    scratch: AlignedBuf,
 }
 
 impl Agent for ConnectionAgent {
@@ -354,7 +324,7 @@ pub struct Edge {
     edge_id: AgentId,
     rx: Batch,
     tx: Batch,
-    scratch: Scratch,
+    scratch: AlignedBuf,
     forward_buf: Vec<u8>,
     touched: Vec<usize>,
     /// Connections with frames left to read after their last service call.
@@ -463,7 +433,7 @@ impl Edge {
             edge_id,
             rx: Batch::new(config.batch_datagrams),
             tx: Batch::new(config.batch_datagrams),
-            scratch: Scratch::new(4096),
+            scratch: AlignedBuf::new(4096),
             forward_buf: Vec::with_capacity(DATAGRAM_BYTES_MAX + ADDR_BYTES),
             touched: Vec::new(),
             again: Vec::new(),
@@ -627,7 +597,7 @@ impl Edge {
             let agent = ConnectionAgent {
                 egress: Rc::clone(&egress),
                 shared: Rc::clone(&self.shared),
-                scratch: Scratch::new(256),
+                scratch: AlignedBuf::new(256),
             };
             if let Err(error) = core.deploy(id, Box::new(agent), now_ns) {
                 tracing::debug!(shard = self.shard, %error, "connection agent not deployed");
@@ -807,7 +777,7 @@ fn read_frames(
     core: &mut Shard,
     config: &EdgeConfig,
     counters: &EdgeCounters,
-    scratch: &mut Scratch,
+    scratch: &mut AlignedBuf,
 ) -> usize {
     let mut work = 0;
     loop {
@@ -916,7 +886,7 @@ fn submit(
     core: &mut Shard,
     mut frame: IncomingFrame,
     counters: &EdgeCounters,
-    scratch: &mut Scratch,
+    scratch: &mut AlignedBuf,
 ) -> bool {
     // The raw fields, for an error reply if the frame turns out invalid.
     let (raw_to, raw_correlation) = {

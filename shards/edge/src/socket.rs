@@ -108,23 +108,29 @@ impl Batch {
         self.filled += 1;
     }
 
+    /// Points header `slot` at address slot `slot` and at `len` bytes of buffer `buf`.
+    fn point_header(&mut self, slot: usize, buf: usize, len: usize, name_len: libc::socklen_t) {
+        self.iovecs[slot] = libc::iovec {
+            iov_base: self.bufs[buf].as_mut_ptr().cast(),
+            iov_len: len,
+        };
+        let header = &mut self.headers[slot];
+        header.msg_hdr.msg_name = (&raw mut self.names[slot]).cast();
+        header.msg_hdr.msg_namelen = name_len;
+        header.msg_hdr.msg_iov = &raw mut self.iovecs[slot];
+        header.msg_hdr.msg_iovlen = 1;
+        header.msg_hdr.msg_control = std::ptr::null_mut();
+        header.msg_hdr.msg_controllen = 0;
+        header.msg_hdr.msg_flags = 0;
+        header.msg_len = 0;
+    }
+
     /// Reads up to a batch of datagrams without blocking; returns how many (0: none).
     pub fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
         let n = self.bufs.len();
         for i in 0..n {
-            self.iovecs[i] = libc::iovec {
-                iov_base: self.bufs[i].as_mut_ptr().cast(),
-                iov_len: DATAGRAM_BYTES_MAX,
-            };
-            let header = &mut self.headers[i];
-            header.msg_hdr.msg_name = (&raw mut self.names[i]).cast();
-            header.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            header.msg_hdr.msg_iov = &raw mut self.iovecs[i];
-            header.msg_hdr.msg_iovlen = 1;
-            header.msg_hdr.msg_control = std::ptr::null_mut();
-            header.msg_hdr.msg_controllen = 0;
-            header.msg_hdr.msg_flags = 0;
-            header.msg_len = 0;
+            let name_len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            self.point_header(i, i, DATAGRAM_BYTES_MAX, name_len);
         }
         // SAFETY: every header points at a live iovec over a live buffer of the stated
         // length and at a live sockaddr_storage, all owned by `self` and not moved during
@@ -167,19 +173,7 @@ impl Batch {
             for i in 0..n {
                 let k = sent + i;
                 let name_len = to_storage(self.addrs[k], &mut self.names[i]);
-                self.iovecs[i] = libc::iovec {
-                    iov_base: self.bufs[k].as_mut_ptr().cast(),
-                    iov_len: self.lens[k],
-                };
-                let header = &mut self.headers[i];
-                header.msg_hdr.msg_name = (&raw mut self.names[i]).cast();
-                header.msg_hdr.msg_namelen = name_len;
-                header.msg_hdr.msg_iov = &raw mut self.iovecs[i];
-                header.msg_hdr.msg_iovlen = 1;
-                header.msg_hdr.msg_control = std::ptr::null_mut();
-                header.msg_hdr.msg_controllen = 0;
-                header.msg_hdr.msg_flags = 0;
-                header.msg_len = 0;
+                self.point_header(i, k, self.lens[k], name_len);
             }
             // SAFETY: as in `recv`: `n` initialised headers pointing at live buffers and
             // addresses owned by `self`.

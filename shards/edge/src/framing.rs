@@ -1,0 +1,112 @@
+//! Writing frames onto a stream, and the aligned buffers frames are read into and encoded
+//! in. Shared by the server and the clients so both sides write the same bytes.
+
+use dataplane_frame::{encode_into, encoded_len, FrameError, Header, FRAME_ALIGN};
+
+use crate::protocol::length_prefix;
+
+/// A heap buffer of `len` bytes whose start is 16-byte aligned ([`FRAME_ALIGN`]), as frames
+/// need for `dataplane_frame::validate` and `encode_into`.
+pub struct AlignedBuf {
+    words: Vec<u128>,
+    len: usize,
+}
+
+const _: () = assert!(std::mem::align_of::<u128>() >= FRAME_ALIGN);
+
+impl std::fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlignedBuf")
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl AlignedBuf {
+    /// `len` zero bytes.
+    pub fn new(len: usize) -> AlignedBuf {
+        AlignedBuf {
+            words: vec![0; len.div_ceil(16)],
+            len,
+        }
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Its bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: the Vec<u128> holds `words.len() * 16 >= len` initialised bytes; any
+        // byte pattern is a valid u8; the slice borrows `self`.
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast::<u8>(), self.len) }
+    }
+
+    /// Grows the buffer (never shrinks) so that it holds at least `len` bytes.
+    pub fn reserve(&mut self, len: usize) {
+        if self.len < len {
+            self.words.resize(len.div_ceil(16), 0);
+            self.len = self.words.len() * 16;
+        }
+    }
+}
+
+impl AsMut<[u8]> for AlignedBuf {
+    fn as_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as `as_slice`, borrowed mutably through `&mut self`.
+        unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr().cast::<u8>(), self.len) }
+    }
+}
+
+/// Appends `header` + `payload` to `out` as a length-prefixed frame (docs/protocol.md §4),
+/// encoding it in `scratch` (grown as needed). Returns the frame's length; on an error
+/// (frame too large, unknown flag bits) nothing is appended.
+pub fn append_frame(
+    out: &mut Vec<u8>,
+    scratch: &mut AlignedBuf,
+    header: &Header,
+    payload: &[u8],
+) -> Result<usize, FrameError> {
+    scratch.reserve(encoded_len(payload.len()));
+    let n = encode_into(header, payload, scratch.as_mut())?;
+    out.extend_from_slice(&length_prefix(n));
+    out.extend_from_slice(&scratch.as_slice()[..n]);
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dataplane_frame::{validate, AgentId, Flags, Performative, Priority};
+
+    #[test]
+    fn appended_frames_are_prefixed_and_valid() {
+        let header = Header {
+            to: AgentId::from_name("echo"),
+            from: AgentId(0),
+            conversation_id: 1,
+            correlation_id: 2,
+            performative: Performative::Request,
+            priority: Priority::Normal,
+            flags: Flags::NONE,
+        };
+        let mut out = Vec::new();
+        let mut scratch = AlignedBuf::new(0);
+        let n = append_frame(&mut out, &mut scratch, &header, &[9; 300]).expect("encode");
+        assert_eq!(out.len(), 4 + n);
+        assert_eq!(
+            u32::from_le_bytes([out[0], out[1], out[2], out[3]]) as usize,
+            n
+        );
+        let mut frame = AlignedBuf::new(n);
+        frame.as_mut().copy_from_slice(&out[4..]);
+        assert_eq!(validate(frame.as_slice()).expect("valid").header(), header);
+        assert_eq!(frame.as_slice().as_ptr() as usize % FRAME_ALIGN, 0);
+    }
+}
