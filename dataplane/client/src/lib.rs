@@ -29,7 +29,7 @@ mod connection;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use dataplane_edge::socket::DATAGRAM_BYTES_MAX;
@@ -186,6 +186,8 @@ pub struct Client {
     next_correlation: AtomicU64,
     local: SocketAddr,
     server_fingerprint: Option<Fingerprint>,
+    /// Why the connection ended, set by its task before it exits.
+    ended: Arc<OnceLock<ClientError>>,
 }
 
 impl Client {
@@ -226,12 +228,14 @@ impl Client {
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE_CAPACITY);
         let (unsolicited_tx, unsolicited) = mpsc::channel(UNSOLICITED_CAPACITY);
         let (ready_tx, ready_rx) = oneshot::channel();
+        let ended = Arc::new(OnceLock::new());
         tokio::spawn(drive(
             connection,
             socket,
             command_rx,
             unsolicited_tx,
             Some(ready_tx),
+            Arc::clone(&ended),
         ));
         let server_fingerprint = match tokio::time::timeout(timeout, ready_rx).await {
             Ok(Ok(Ok(fingerprint))) => fingerprint,
@@ -248,7 +252,16 @@ impl Client {
             next_correlation: AtomicU64::new(1),
             local,
             server_fingerprint,
+            ended,
         })
+    }
+
+    /// Why the connection is gone (the server's close code and reason when it closed it).
+    fn ended(&self) -> ClientError {
+        self.ended
+            .get()
+            .cloned()
+            .unwrap_or_else(|| ClientError::Closed("connection closed".to_owned()))
     }
 
     /// The local UDP address.
@@ -298,10 +311,8 @@ impl Client {
                 reply: Some(reply_tx),
             })
             .await
-            .map_err(|_| ClientError::Closed("connection closed".to_owned()))?;
-        reply_rx
-            .await
-            .map_err(|_| ClientError::Closed("connection closed".to_owned()))?
+            .map_err(|_| self.ended())?;
+        reply_rx.await.map_err(|_| self.ended())?
     }
 
     /// Sends a one-way message (no reply is awaited; one may arrive via
@@ -320,7 +331,7 @@ impl Client {
                 reply: None,
             })
             .await
-            .map_err(|_| ClientError::Closed("connection closed".to_owned()))
+            .map_err(|_| self.ended())
     }
 
     /// The next frame that was not a reply to a pending request (messages agents send to
@@ -344,6 +355,7 @@ async fn drive(
     mut commands: mpsc::Receiver<Command>,
     unsolicited: mpsc::Sender<Reply>,
     mut ready: Option<oneshot::Sender<Result<Option<Fingerprint>, ClientError>>>,
+    ended: Arc<OnceLock<ClientError>>,
 ) {
     let socket = Arc::new(socket);
     let mut pending: Pending = HashMap::new();
@@ -377,6 +389,7 @@ async fn drive(
             let error = connection
                 .error()
                 .unwrap_or_else(|| ClientError::Closed("connection closed".to_owned()));
+            let _ = ended.set(error.clone());
             if let Some(ready) = ready.take() {
                 let _ = ready.send(Err(error.clone()));
             }
