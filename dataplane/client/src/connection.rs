@@ -9,12 +9,15 @@ use std::time::{Duration, Instant};
 use dataplane_edge::cid::{new_cid, CID_BYTES};
 use dataplane_edge::framing::{append_frame, AlignedBuf};
 use dataplane_edge::protocol::{ErrorCode, ALPNS, FRAME_STREAM_ID, LENGTH_PREFIX_BYTES};
-use dataplane_edge::reader::{Event, FrameReader};
+use dataplane_edge::reader::{Event, FrameReader, Staging};
 use dataplane_edge::socket::DATAGRAM_BYTES_MAX;
 use dataplane_edge::Fingerprint;
 use dataplane_frame::{validate, Header, FRAME_FIXED_BYTES};
 
 use crate::ClientError;
+
+/// Stream bytes read at once ahead of the frame reader.
+const STAGING_BYTES: usize = 16 * 1024;
 
 /// How the client checks the server's certificate.
 #[derive(Debug, Clone)]
@@ -142,6 +145,8 @@ pub struct ClientConnection {
     local: SocketAddr,
     verify: Verify,
     reader: FrameReader<AlignedBuf>,
+    /// Stream bytes read ahead of the reader (one stream read serves many small frames).
+    staging: Staging,
     /// Length-prefixed frames not yet taken by quiche.
     out: Vec<u8>,
     out_sent: usize,
@@ -184,6 +189,7 @@ impl ClientConnection {
             local,
             verify: config.verify.clone(),
             reader: FrameReader::new(config.frame_bytes_max),
+            staging: Staging::new(STAGING_BYTES),
             out: Vec::new(),
             out_sent: 0,
             scratch: AlignedBuf::new(4096),
@@ -318,9 +324,19 @@ impl ClientConnection {
 
     fn push_stream(&mut self) {
         while self.out_sent < self.out.len() {
+            // Offer no more than quiche can take now: a `stream_send` beyond the
+            // connection's flow-control credit queues a DATA_BLOCKED frame on every call,
+            // one packet per poll while the server is not reading.
+            let room = match self.quic.stream_capacity(FRAME_STREAM_ID) {
+                Ok(0) => break,
+                Ok(room) => room,
+                // Not open yet (the first write opens it): let `stream_send` decide.
+                Err(_) => self.out.len() - self.out_sent,
+            };
+            let end = self.out.len().min(self.out_sent + room);
             match self
                 .quic
-                .stream_send(FRAME_STREAM_ID, &self.out[self.out_sent..], false)
+                .stream_send(FRAME_STREAM_ID, &self.out[self.out_sent..end], false)
             {
                 Ok(0) | Err(_) => break,
                 Ok(n) => self.out_sent += n,
@@ -342,13 +358,15 @@ impl ClientConnection {
         }
         loop {
             let quic = &mut self.quic;
-            let mut read = |out: &mut [u8]| match quic.stream_recv(FRAME_STREAM_ID, out) {
+            let mut source = |out: &mut [u8]| match quic.stream_recv(FRAME_STREAM_ID, out) {
                 Ok((n, _fin)) => n,
                 Err(_) => 0,
             };
-            match self.reader.next(&mut read, &mut |frame_bytes| {
-                Some(AlignedBuf::new(frame_bytes))
-            }) {
+            let staging = &mut self.staging;
+            match self.reader.next(
+                &mut |out: &mut [u8]| staging.read(out, &mut source),
+                &mut |frame_bytes| Some(AlignedBuf::new(frame_bytes)),
+            ) {
                 Ok(Event::Frame(buf)) => {
                     if buf.len() < FRAME_FIXED_BYTES || validate(buf.as_slice()).is_err() {
                         self.frames_dropped += 1;

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use dataplane_client::{ClientConfig, ClientConnection, Verify};
 use dataplane_edge::server::{io_factory, EdgeConfig};
-use dataplane_edge::socket::{Batch, DATAGRAM_BYTES_MAX};
+use dataplane_edge::socket::{bind_client, enable_gro, gso_supported, RecvBatch, SendBatch};
 use dataplane_frame::{AgentId, Flags, Header, Performative, Priority};
 use dataplane_runtime::{IdlePolicy, Node, RuntimeConfig};
 use dataplane_shard::Agent;
@@ -33,8 +33,10 @@ use super::{BenchResult, SuiteOptions};
 
 /// Requests in flight per connection in the throughput workload.
 pub const FLOOD_WINDOW_REQUESTS: u64 = 2048;
-/// Datagrams per `recvmmsg`/`sendmmsg`.
+/// Datagrams per `sendmmsg`, and per `recvmmsg` without GRO.
 const BATCH_DATAGRAMS: usize = 64;
+/// 64 KiB `recvmmsg` slots with GRO.
+const GRO_SLOTS: usize = 16;
 
 /// What the `remote` suite needs besides [`SuiteOptions`].
 #[derive(Debug, Clone)]
@@ -108,7 +110,9 @@ pub fn start_server(cpu: usize) -> anyhow::Result<BenchServer> {
 struct Conn {
     connection: ClientConnection,
     socket: UdpSocket,
-    tx: Batch,
+    tx: SendBatch,
+    /// Whether the socket has GRO on.
+    gro: bool,
     /// Requests sent and not answered.
     in_flight: u64,
     /// Closed loop: when the request in flight was sent.
@@ -117,12 +121,13 @@ struct Conn {
 
 impl Conn {
     fn open(addr: SocketAddr, config: &ClientConfig) -> anyhow::Result<Conn> {
-        let socket = UdpSocket::bind(if addr.is_ipv4() {
-            "0.0.0.0:0"
+        let socket = bind_client(if addr.is_ipv4() {
+            SocketAddr::from(([0, 0, 0, 0], 0))
         } else {
-            "[::]:0"
+            SocketAddr::from(([0u16; 8], 0))
         })?;
-        socket.set_nonblocking(true)?;
+        let gro = enable_gro(&socket);
+        let gso = gso_supported(&socket);
         let mut local = socket.local_addr()?;
         if local.ip().is_unspecified() && addr.ip().is_loopback() {
             local.set_ip(addr.ip());
@@ -131,7 +136,8 @@ impl Conn {
         Ok(Conn {
             connection,
             socket,
-            tx: Batch::new(BATCH_DATAGRAMS),
+            tx: SendBatch::new(BATCH_DATAGRAMS, gso),
+            gro,
             in_flight: 0,
             sent_at: Instant::now(),
         })
@@ -154,7 +160,7 @@ impl Conn {
         }
     }
 
-    fn receive(&mut self, rx: &mut Batch) -> usize {
+    fn receive(&mut self, rx: &mut RecvBatch) -> usize {
         let mut got = 0;
         loop {
             let n = rx.recv(&self.socket).unwrap_or(0);
@@ -163,7 +169,7 @@ impl Conn {
                 self.connection.handle_datagram(datagram, from);
             }
             got += n;
-            if n < BATCH_DATAGRAMS {
+            if !rx.is_full() {
                 return got;
             }
         }
@@ -173,6 +179,15 @@ impl Conn {
         if self.connection.timeout().is_some_and(|at| at <= now) {
             self.connection.on_timeout();
         }
+    }
+}
+
+/// A receive batch for `conns`: GRO-sized slots if every socket has GRO on.
+fn receive_batch(conns: &[Conn]) -> RecvBatch {
+    if conns.iter().all(|c| c.gro) {
+        RecvBatch::new(GRO_SLOTS, true)
+    } else {
+        RecvBatch::new(BATCH_DATAGRAMS, false)
     }
 }
 
@@ -203,7 +218,7 @@ fn workload(
     seconds: f64,
     mode: Workload,
 ) -> anyhow::Result<(u64, f64, Recorder)> {
-    let mut rx = Batch::new(BATCH_DATAGRAMS);
+    let mut rx = receive_batch(conns);
     let mut recorder = Recorder::new();
     let start = Instant::now();
     let warmup = Duration::from_secs_f64((seconds / 10.0).min(0.2));
@@ -347,7 +362,7 @@ pub fn run(opts: &SuiteOptions, remote: &RemoteOptions) -> anyhow::Result<BenchR
                 .map(|_| Conn::open(addr, &config))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let deadline = Instant::now() + Duration::from_secs(10);
-            let mut rx = Batch::new(BATCH_DATAGRAMS);
+            let mut rx = receive_batch(&conns);
             while !conns.iter().all(|c| c.connection.is_established()) {
                 if Instant::now() > deadline {
                     bail!("handshake with {addr} did not complete in 10 s");
@@ -392,7 +407,6 @@ pub fn run(opts: &SuiteOptions, remote: &RemoteOptions) -> anyhow::Result<BenchR
         .join()
         .map_err(|_| anyhow::anyhow!("the load generator panicked"))??;
     drop(server);
-    let _ = DATAGRAM_BYTES_MAX;
     Ok(BenchResult::new(
         "remote",
         SYSTEM_DATAPLANE,

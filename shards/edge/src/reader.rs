@@ -237,6 +237,79 @@ impl<B: AsMut<[u8]>> FrameReader<B> {
     }
 }
 
+/// Bytes read from a stream ahead of a [`FrameReader`], so that a run of small frames
+/// costs one read of the stream instead of two per frame (prefix, then body): each
+/// stream read is a call into QUIC's reassembly buffer, far dearer than copying a few
+/// hundred bytes. Reads at least as large as the staging buffer bypass it.
+///
+/// Bytes left staged when the reader stops (back-pressure, or the per-call cap) belong to
+/// that stream: [`Staging::save`] moves them out and [`Staging::load`] puts them back
+/// first, so one staging buffer can serve many streams in turn.
+pub struct Staging {
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl std::fmt::Debug for Staging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Staging")
+            .field("bytes", &self.buf.len())
+            .field("staged", &(self.end - self.start))
+            .finish()
+    }
+}
+
+impl Staging {
+    /// A staging buffer of `bytes` (at least 1).
+    pub fn new(bytes: usize) -> Staging {
+        Staging {
+            buf: vec![0; bytes.max(1)].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Bytes staged and not yet read.
+    pub fn staged(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Copies up to `out.len()` bytes into `out`, refilling from `source` (same contract
+    /// as [`FrameReader::next`]'s `read`) when nothing is staged. Returns how many.
+    pub fn read(&mut self, out: &mut [u8], source: &mut impl FnMut(&mut [u8]) -> usize) -> usize {
+        if self.start == self.end {
+            if out.len() >= self.buf.len() {
+                return source(out);
+            }
+            self.start = 0;
+            self.end = source(&mut self.buf).min(self.buf.len());
+        }
+        let n = out.len().min(self.end - self.start);
+        out[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
+        self.start += n;
+        n
+    }
+
+    /// Moves the unread staged bytes to the end of `into`; the staging is empty after.
+    pub fn save(&mut self, into: &mut Vec<u8>) {
+        into.extend_from_slice(&self.buf[self.start..self.end]);
+        self.start = 0;
+        self.end = 0;
+    }
+
+    /// Stages `from` (bytes an earlier [`Staging::save`] moved out, so they fit) ahead
+    /// of anything else and empties it. The staging must be empty.
+    pub fn load(&mut self, from: &mut Vec<u8>) {
+        debug_assert_eq!(self.start, self.end, "staging not empty");
+        let n = from.len().min(self.buf.len());
+        self.buf[..n].copy_from_slice(&from[..n]);
+        self.start = 0;
+        self.end = n;
+        from.drain(..n);
+    }
+}
+
 /// Keeps the last `tail.len()` bytes seen, `bytes` being the newest.
 fn keep_tail(tail: &mut [u8; FRAME_FIXED_BYTES], bytes: &[u8]) {
     if bytes.len() >= tail.len() {
@@ -265,6 +338,14 @@ mod tests {
 
     /// Feeds `stream` in chunks of the given sizes; collects frames and skips.
     fn run(stream: &[u8], chunks: &[usize], max: usize) -> Outcome {
+        run_staged(stream, chunks, max, None)
+    }
+
+    /// As [`run`], through a staging buffer of `staging` bytes if given, which is saved
+    /// and reloaded after every event (as the server does between service calls).
+    fn run_staged(stream: &[u8], chunks: &[usize], max: usize, staging: Option<usize>) -> Outcome {
+        let mut staging = staging.map(Staging::new);
+        let mut leftover = Vec::new();
         let mut reader = FrameReader::<Vec<u8>>::new(max);
         let mut pos = 0;
         let mut frames = Vec::new();
@@ -273,7 +354,7 @@ mod tests {
         let mut budget = 0usize;
         loop {
             let before = pos;
-            let mut read = |out: &mut [u8]| {
+            let mut source = |out: &mut [u8]| {
                 if budget == 0 {
                     budget = sizes.next().unwrap_or(1).max(1);
                 }
@@ -283,14 +364,27 @@ mod tests {
                 budget -= n;
                 n
             };
-            match reader.next(&mut read, &mut |n| Some(vec![0; n])) {
+            let event = match staging.as_mut() {
+                Some(staging) => {
+                    staging.load(&mut leftover);
+                    let event = reader.next(
+                        &mut |out: &mut [u8]| staging.read(out, &mut source),
+                        &mut |n| Some(vec![0; n]),
+                    );
+                    staging.save(&mut leftover);
+                    event
+                }
+                None => reader.next(&mut source, &mut |n| Some(vec![0; n])),
+            };
+            let drained = pos == stream.len() && before == pos && leftover.is_empty();
+            match event {
                 Ok(Event::Frame(frame)) => frames.push(frame),
                 Ok(Event::Skipped {
                     frame_bytes,
                     correlation_id,
                     ..
                 }) => skips.push((frame_bytes, correlation_id)),
-                Ok(Event::Drained) if pos == stream.len() && before == pos => break,
+                Ok(Event::Drained) if drained => break,
                 Ok(Event::Drained) => {}
                 Ok(Event::Blocked { .. }) => unreachable!(),
                 Err(error) => return (frames, skips, Some(error)),
@@ -361,6 +455,16 @@ mod tests {
             let expected: Vec<Vec<u8>> = frames.iter().filter(|f| f.len() <= 200).cloned().collect();
             prop_assert_eq!(got, expected);
             prop_assert_eq!(skips.len(), frames.iter().filter(|f| f.len() > 200).count());
+        }
+
+        #[test]
+        fn staging_yields_the_same_frames(
+            frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..8),
+            chunks in proptest::collection::vec(1usize..400, 1..8),
+            staging in 1usize..512,
+        ) {
+            let stream = framed(&frames);
+            prop_assert_eq!(run_staged(&stream, &chunks, 200, Some(staging)), run(&stream, &chunks, 200));
         }
 
         #[test]

@@ -34,13 +34,21 @@ use dataplane_shard::{
 use crate::cid::{new_cid, owner_of, CID_BYTES};
 use crate::framing::AlignedBuf;
 use crate::protocol::{ErrorCode, ALPNS, FRAME_STREAM_ID, STREAMS_BIDI_MAX};
-use crate::reader::{Event, FrameReader};
-use crate::socket::{bind_reuseport, Batch, DATAGRAM_BYTES_MAX};
+use crate::reader::{Event, FrameReader, Staging};
+use crate::socket::{
+    bind_reuseport, enable_gro, gso_supported, RecvBatch, SendBatch, DATAGRAM_BYTES_MAX,
+};
 
 /// Bytes of an encoded socket address in a forwarded datagram's frame.
 const ADDR_BYTES: usize = 19;
 /// Socket reads per poll at most (each up to a batch of datagrams).
 const RECV_ROUNDS_PER_POLL: usize = 4;
+/// Default of [`EdgeConfig::client_address_changes_max`].
+pub const CLIENT_ADDRESS_CHANGES_MAX: usize = 7;
+/// Stream bytes read from quiche at once ahead of the frame reader.
+const STAGING_BYTES: usize = 16 * 1024;
+/// `recvmmsg` slots of 64 KiB when the socket has GRO.
+const RECV_GRO_SLOTS: usize = 16;
 /// How often every connection's timers are looked at.
 const SWEEP_INTERVAL_NS: u64 = 1_000_000;
 /// Frames read from one connection per service call, so that one busy client does not
@@ -77,6 +85,9 @@ pub struct EdgeConfig {
     pub batch_datagrams: usize,
     /// Datagrams forwarded from other shards waiting on this one before more are dropped.
     pub forward_queue_datagrams_max: usize,
+    /// Changes of a client's address (NAT rebindings, port changes) one connection
+    /// survives; after that, packets from a new address are dropped (a quiche limit).
+    pub client_address_changes_max: usize,
 }
 
 impl EdgeConfig {
@@ -95,6 +106,7 @@ impl EdgeConfig {
             frame_bytes_max: 64 * 1024,
             batch_datagrams: 32,
             forward_queue_datagrams_max: 1024,
+            client_address_changes_max: CLIENT_ADDRESS_CHANGES_MAX,
         }
     }
 }
@@ -303,6 +315,11 @@ struct Connection {
     closing: bool,
     /// Refused (limit): close once its first packet has been processed.
     refuse: bool,
+    /// Stream bytes read ahead (staged) but not yet taken by the reader when it last
+    /// stopped; empty (and unallocated) in the steady state.
+    leftover: Vec<u8>,
+    /// The client ended the frame stream.
+    fin: bool,
 }
 
 /// One shard's QUIC server.
@@ -322,9 +339,11 @@ pub struct Edge {
     live: usize,
     shared: Rc<RefCell<Shared>>,
     edge_id: AgentId,
-    rx: Batch,
-    tx: Batch,
+    rx: RecvBatch,
+    tx: SendBatch,
     scratch: AlignedBuf,
+    /// Stream bytes read ahead of the frame reader, shared by the shard's connections.
+    staging: Staging,
     forward_buf: Vec<u8>,
     touched: Vec<usize>,
     /// Connections with frames left to read after their last service call.
@@ -377,6 +396,11 @@ pub fn quiche_server_config(config: &EdgeConfig) -> Result<quiche::Config, Strin
     quic.set_max_ack_delay(5);
     quic.set_initial_congestion_window_packets(64);
     quic.set_disable_active_migration(false);
+    // quiche keeps a path per client address and never frees one whose connection id
+    // the client still uses (a NAT rebinding keeps it), so a connection can follow at
+    // most `limit - 1` address changes; the limit bounds the paths too. See
+    // docs/decisions/why-client-address-changes-are-limited.md.
+    quic.set_active_connection_id_limit(config.client_address_changes_max as u64 + 1);
     quic.grease(false);
     Ok(quic)
 }
@@ -418,6 +442,14 @@ impl Edge {
             now_ns,
         )
         .map_err(|error| format!("edge agent: {error}"))?;
+        // GRO slots hold up to 64 KiB each: fewer of them keep the memory per shard at
+        // about 1 MiB while each may carry a whole train of datagrams.
+        let rx = if enable_gro(&socket) {
+            RecvBatch::new(RECV_GRO_SLOTS, true)
+        } else {
+            RecvBatch::new(config.batch_datagrams, false)
+        };
+        let tx = SendBatch::new(config.batch_datagrams, gso_supported(&socket));
         Ok(Edge {
             shard,
             shards,
@@ -431,9 +463,10 @@ impl Edge {
             live: 0,
             shared,
             edge_id,
-            rx: Batch::new(config.batch_datagrams),
-            tx: Batch::new(config.batch_datagrams),
+            rx,
+            tx,
             scratch: AlignedBuf::new(4096),
+            staging: Staging::new(STAGING_BYTES),
             forward_buf: Vec::with_capacity(DATAGRAM_BYTES_MAX + ADDR_BYTES),
             touched: Vec::new(),
             again: Vec::new(),
@@ -614,6 +647,8 @@ impl Edge {
             checked: false,
             closing: false,
             refuse: refused,
+            leftover: Vec::new(),
+            fin: false,
         };
         if refused {
             EdgeCounters::bump(&self.counters().connections_refused);
@@ -661,12 +696,23 @@ impl Edge {
         // Replies first: they make room for the requests read next.
         work += write_egress(connection, counters);
         if !connection.closing && connection.quic.is_established() {
-            work += read_frames(connection, core, &self.config, counters, &mut self.scratch);
+            let staging = &mut self.staging;
+            staging.load(&mut connection.leftover);
+            work += read_frames(
+                connection,
+                core,
+                &self.config,
+                counters,
+                &mut self.scratch,
+                staging,
+            );
+            staging.save(&mut connection.leftover);
             work += write_egress(connection, counters);
             // Stopped by the per-call cap or by back-pressure in the shard: look again
             // next poll. (Stopped because replies pile up: the client's acknowledgements
             // and window updates will touch the connection when it reads.)
             let unread = connection.pending.is_some()
+                || !connection.leftover.is_empty()
                 || (connection.quic.stream_readable(FRAME_STREAM_ID)
                     && connection.egress.borrow().queued_bytes() <= self.config.egress_bytes_max);
             if unread && !self.again.contains(&slot) {
@@ -756,7 +802,7 @@ fn close(connection: &mut Connection, code: ErrorCode, reason: &str) {
     let _ = connection.quic.close(true, code as u64, reason.as_bytes());
 }
 
-fn flush(tx: &mut Batch, socket: &UdpSocket, counters: &EdgeCounters) {
+fn flush(tx: &mut SendBatch, socket: &UdpSocket, counters: &EdgeCounters) {
     if tx.is_empty() {
         return;
     }
@@ -778,6 +824,7 @@ fn read_frames(
     config: &EdgeConfig,
     counters: &EdgeCounters,
     scratch: &mut AlignedBuf,
+    staging: &mut Staging,
 ) -> usize {
     let mut work = 0;
     loop {
@@ -802,20 +849,21 @@ fn read_frames(
             }
             work += 1;
         }
-        let (event, fin) = {
-            let Connection { quic, reader, .. } = &mut *connection;
-            let mut fin = false;
-            let mut read = |out: &mut [u8]| match quic.stream_recv(FRAME_STREAM_ID, out) {
+        let event = {
+            let Connection {
+                quic, reader, fin, ..
+            } = &mut *connection;
+            let mut source = |out: &mut [u8]| match quic.stream_recv(FRAME_STREAM_ID, out) {
                 Ok((n, stream_fin)) => {
-                    fin |= stream_fin;
+                    *fin |= stream_fin;
                     n
                 }
                 Err(_) => 0,
             };
-            let event = reader.next(&mut read, &mut |frame_bytes| {
-                core.alloc_incoming(frame_bytes).ok()
-            });
-            (event, fin)
+            reader.next(
+                &mut |out: &mut [u8]| staging.read(out, &mut source),
+                &mut |frame_bytes| core.alloc_incoming(frame_bytes).ok(),
+            )
         };
         match event {
             Ok(Event::Frame(frame)) => {
@@ -844,7 +892,7 @@ fn read_frames(
                 work += 1;
             }
             Ok(Event::Drained) => {
-                if fin && !connection.reader.at_boundary() {
+                if connection.fin && !connection.reader.at_boundary() {
                     EdgeCounters::bump(&counters.connections_protocol_violation);
                     close(
                         connection,
@@ -952,9 +1000,19 @@ fn write_egress(connection: &mut Connection, counters: &EdgeCounters) -> usize {
     let mut work = 0;
     while egress.sent < egress.bytes.len() {
         let start = egress.sent;
+        // Never offer quiche more than it can take now: a `stream_send` beyond the
+        // connection's flow-control credit queues a DATA_BLOCKED frame every time, and a
+        // peer that stopped reading would get one packet per call.
+        let room = match connection.quic.stream_capacity(FRAME_STREAM_ID) {
+            Ok(0) => break,
+            Ok(room) => room,
+            // Not open yet (the first write opens it): let `stream_send` decide.
+            Err(_) => egress.bytes.len() - start,
+        };
+        let end = egress.bytes.len().min(start + room);
         match connection
             .quic
-            .stream_send(FRAME_STREAM_ID, &egress.bytes[start..], false)
+            .stream_send(FRAME_STREAM_ID, &egress.bytes[start..end], false)
         {
             Ok(0) | Err(_) => break,
             Ok(n) => {
@@ -1004,7 +1062,8 @@ impl ShardIo for Edge {
             self.counters()
                 .datagrams_in
                 .fetch_add(got as u64, Ordering::Relaxed);
-            let mut rx = std::mem::replace(&mut self.rx, Batch::new(0));
+            // Taken out while its datagrams are handled (the default holds no memory).
+            let mut rx = std::mem::take(&mut self.rx);
             for i in 0..got {
                 let (datagram, peer) = rx.get_mut(i);
                 self.handle_datagram(core, datagram, peer, false, now_ns);

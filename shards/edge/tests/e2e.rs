@@ -423,13 +423,18 @@ fn garbage_datagrams_are_counted_and_harmless() {
     assert!(invalid > 0, "garbage counted");
 }
 
+/// Each move of the client's port is a NAT rebinding: the same connection id from a new
+/// address. The new port hashes to either shard's socket; the test keeps moving until a
+/// move landed on the shard that does not own the connection (forwarded through the ring
+/// mesh), then moves twice more. quiche follows at most `client_address_changes_max`
+/// moves per connection (see docs/decisions/why-client-address-changes-are-limited.md), so the test raises it.
 #[test]
-#[ignore = "not yet: fails in about 4 runs of 10 when the new port lands on the owning \
-            shard itself: the node accepts the request and writes the reply \
-            (frames_out grows) but the client never receives it; the forwarded case works"]
 fn a_client_whose_port_changes_still_gets_its_replies() {
     let _serial = serial();
-    let node = start("rebind", 2, |_, _| {});
+    const MOVES_MAX: usize = 24;
+    let node = start("rebind", 2, |edge, _| {
+        edge.client_address_changes_max = MOVES_MAX + 2;
+    });
     let echo = echo_ids(2)[0];
     let mut driver = Driver::connect(&node, &pinned(&node));
     let mut correlation = 0;
@@ -457,7 +462,7 @@ fn a_client_whose_port_changes_still_gets_its_replies() {
     round(&mut driver);
     // A new source port hashes to either shard's socket; keep moving until one move
     // lands on the other shard and must be forwarded (each move: even odds).
-    for _ in 0..24 {
+    for _ in 0..MOVES_MAX {
         driver.rebind();
         round(&mut driver);
         if node.counter(|c| c.datagrams_forwarded_in.load(Ordering::Relaxed)) > 0 {
@@ -468,7 +473,11 @@ fn a_client_whose_port_changes_still_gets_its_replies() {
         node.counter(|c| c.datagrams_forwarded_out.load(Ordering::Relaxed)) > 0,
         "no move landed on the other shard"
     );
-    for _ in 0..5 {
+    for _ in 0..2 {
+        driver.rebind();
+        round(&mut driver);
+    }
+    for _ in 0..3 {
         round(&mut driver);
     }
 }
@@ -583,9 +592,9 @@ fn connections_past_the_limit_are_refused_with_server_busy() {
     );
 }
 
+/// Both ends offer quiche only what flow control lets it take: otherwise every blocked
+/// write queued a DATA_BLOCKED frame and the blocked side flooded the other with them.
 #[test]
-#[ignore = "not yet: with 64 KiB windows on both sides the exchange stalls after ~40 replies \
-            while datagrams keep flowing (see the closing note of the QUIC edge issue)"]
 fn a_client_that_does_not_read_is_paused_and_loses_nothing() {
     let _serial = serial();
     let node = start("notreading", 1, |edge, _| {
