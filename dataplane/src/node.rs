@@ -338,7 +338,10 @@ pub fn run(config: &Config, machine: &Machine, signals: &TerminationSignals) -> 
     let admin = match admin_server {
         Some(server) => {
             let addr = server.local_addr();
-            let service = Service::new(node.handle(), wasm, config.clone(), &plan.agents);
+            let mut service = Service::new(node.handle(), wasm, config.clone(), &plan.agents);
+            if let Some(edge) = &edge {
+                service = service.with_edge_metrics(edge.metrics.clone());
+            }
             match server.start(service) {
                 Ok(admin) => {
                     println!("admin: listening on http://{addr}");

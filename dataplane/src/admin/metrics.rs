@@ -5,6 +5,7 @@
 //! Names follow the Prometheus conventions: prefix `dataplane_`, counters end in
 //! `_total`, one time series per shard (label `shard`). `docs/admin.md` lists them.
 
+use dataplane_edge::server::{EdgeCounters, EDGE_COUNTERS};
 use dataplane_runtime::JobContext;
 use dataplane_shard::{Shard, ShardStats};
 use prometheus_client::encoding::text;
@@ -153,8 +154,12 @@ const GAUGES: [(&str, &str, Read); 3] = [
     ),
 ];
 
-/// The OpenMetrics text of `snapshots` (ending in `# EOF`).
-pub fn encode(snapshots: &[ShardSnapshot]) -> Result<String, std::fmt::Error> {
+/// The OpenMetrics text of `snapshots` and of the QUIC edge's counters, if any, as
+/// `dataplane_edge_<name>_total{shard}` (ending in `# EOF`).
+pub fn encode(
+    snapshots: &[ShardSnapshot],
+    edge: Option<&[EdgeCounters]>,
+) -> Result<String, std::fmt::Error> {
     let labels =
         |snapshot: &ShardSnapshot| -> Labels { vec![("shard", snapshot.shard.to_string())] };
     let mut registry = Registry::with_prefix("dataplane");
@@ -177,6 +182,19 @@ pub fn encode(snapshots: &[ShardSnapshot]) -> Result<String, std::fmt::Error> {
             family.get_or_create(&labels(snapshot)).set(value);
         }
         registry.register(name, help, family);
+    }
+    if let Some(edge) = edge {
+        let per_shard: Vec<_> = edge.iter().map(EdgeCounters::values).collect();
+        for index in 0..EDGE_COUNTERS {
+            let family = Family::<Labels, Counter>::default();
+            let (name, help, _) = per_shard.first().map_or(("", "", 0), |v| v[index]);
+            for (shard, values) in per_shard.iter().enumerate() {
+                family
+                    .get_or_create(&vec![("shard", shard.to_string())])
+                    .inc_by(values[index].2);
+            }
+            registry.register(format!("edge_{name}"), help, family);
+        }
     }
     let mut out = String::new();
     text::encode(&mut out, &registry)?;
@@ -203,7 +221,19 @@ mod tests {
             frames_allocated: 64,
             frames_in_flight: 0,
         };
-        let text = encode(&[snapshot(0, 5), snapshot(1, 7)]).unwrap();
+        let edge: Vec<EdgeCounters> = (0..2).map(|_| EdgeCounters::default()).collect();
+        edge[1]
+            .frames_in
+            .fetch_add(3, std::sync::atomic::Ordering::Relaxed);
+        let text = encode(&[snapshot(0, 5), snapshot(1, 7)], Some(&edge)).unwrap();
+        assert!(
+            text.contains("dataplane_edge_frames_in_total{shard=\"1\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dataplane_edge_datagrams_in_total{shard=\"0\"} 0"),
+            "{text}"
+        );
         assert!(
             text.contains("dataplane_messages_handled_total{shard=\"0\"} 5"),
             "{text}"

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dataplane_control::{Config, ModuleSource, WasmAgentSpec};
+use dataplane_edge::server::EdgeMetrics;
 use dataplane_frame::AgentId;
 use dataplane_runtime::{NodeHandle, RuntimeError};
 use dataplane_shard::{owner_shard, AgentState, AgentStatus, DeployError};
@@ -121,6 +122,8 @@ pub struct Service {
     /// Built-in modules loaded so far (file modules are read again at every deploy, so a
     /// swap picks up a new version of the same file).
     builtins: HashMap<String, Arc<AgentModule>>,
+    /// The QUIC edge's counters, if the node has an edge.
+    edge: Option<EdgeMetrics>,
 }
 
 impl Service {
@@ -151,7 +154,15 @@ impl Service {
             config,
             known,
             builtins: HashMap::new(),
+            edge: None,
         }
+    }
+
+    /// Also exports the QUIC edge's counters on `/metrics`.
+    #[must_use]
+    pub fn with_edge_metrics(mut self, edge: EdgeMetrics) -> Service {
+        self.edge = Some(edge);
+        self
     }
 
     /// Answers one request. `body` is `Err` with a reply when it could not be read.
@@ -204,7 +215,7 @@ impl Service {
                     .map_err(Failure::from)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let text = metrics::encode(&snapshots)
+        let text = metrics::encode(&snapshots, self.edge.as_deref())
             .map_err(|error| Failure::new(500, format!("cannot encode the metrics: {error}")))?;
         Ok(Reply {
             status: 200,

@@ -114,6 +114,7 @@ impl EdgeConfig {
 /// Counters of one shard's edge, written by that shard only (relaxed atomics, so the
 /// metrics endpoint can read them from another thread).
 #[derive(Debug, Default)]
+#[repr(align(128))]
 pub struct EdgeCounters {
     /// UDP datagrams read from the socket.
     pub datagrams_in: AtomicU64,
@@ -143,7 +144,7 @@ pub struct EdgeCounters {
     pub connections_protocol_violation: AtomicU64,
     /// Frames accepted from clients.
     pub frames_in: AtomicU64,
-    /// Frames written to clients.
+    /// Frames queued for clients (replies and error frames).
     pub frames_out: AtomicU64,
     /// Frames that failed validation (answered with an error frame).
     pub frames_invalid: AtomicU64,
@@ -155,9 +156,114 @@ pub struct EdgeCounters {
     pub reads_paused: AtomicU64,
 }
 
+/// Counters of [`EdgeCounters`].
+pub const EDGE_COUNTERS: usize = 19;
+
 impl EdgeCounters {
     fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Every counter as `(name, help, value)`, for exporters (`/metrics`).
+    pub fn values(&self) -> [(&'static str, &'static str, u64); EDGE_COUNTERS] {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        [
+            (
+                "datagrams_in",
+                "UDP datagrams read from the socket",
+                read(&self.datagrams_in),
+            ),
+            (
+                "datagrams_out",
+                "UDP datagrams written",
+                read(&self.datagrams_out),
+            ),
+            (
+                "datagrams_invalid",
+                "Datagrams that are not QUIC, or that quiche refused",
+                read(&self.datagrams_invalid),
+            ),
+            (
+                "datagrams_unknown_connection",
+                "Datagrams for connections this shard does not know (dropped)",
+                read(&self.datagrams_unknown_connection),
+            ),
+            (
+                "datagrams_forwarded_out",
+                "Datagrams sent to their owning shard through the ring mesh",
+                read(&self.datagrams_forwarded_out),
+            ),
+            (
+                "datagrams_forwarded_in",
+                "Datagrams received from other shards",
+                read(&self.datagrams_forwarded_in),
+            ),
+            (
+                "datagrams_forward_dropped",
+                "Forwarded datagrams dropped (ring or queue full)",
+                read(&self.datagrams_forward_dropped),
+            ),
+            (
+                "connections_accepted",
+                "Connections accepted",
+                read(&self.connections_accepted),
+            ),
+            (
+                "connections_refused",
+                "Connections refused with SERVER_BUSY (or dropped past the closing limit)",
+                read(&self.connections_refused),
+            ),
+            (
+                "connections_closed",
+                "Connections closed (any reason)",
+                read(&self.connections_closed),
+            ),
+            (
+                "connections_not_reading",
+                "Connections closed for not reading their replies",
+                read(&self.connections_not_reading),
+            ),
+            (
+                "connections_certificate_required",
+                "Connections closed for a missing client certificate",
+                read(&self.connections_certificate_required),
+            ),
+            (
+                "connections_protocol_violation",
+                "Connections closed for breaking the framing",
+                read(&self.connections_protocol_violation),
+            ),
+            (
+                "frames_in",
+                "Frames accepted from clients",
+                read(&self.frames_in),
+            ),
+            (
+                "frames_out",
+                "Frames queued for clients (replies and error frames)",
+                read(&self.frames_out),
+            ),
+            (
+                "frames_invalid",
+                "Frames that failed validation (answered with an error frame)",
+                read(&self.frames_invalid),
+            ),
+            (
+                "frames_oversized",
+                "Frames over the size limit (skipped, answered with an error frame)",
+                read(&self.frames_oversized),
+            ),
+            (
+                "frames_rejected",
+                "Frames for unknown agents (answered with an error frame)",
+                read(&self.frames_rejected),
+            ),
+            (
+                "reads_paused",
+                "Times reading a stream paused for back-pressure (mailbox, ring or pool full)",
+                read(&self.reads_paused),
+            ),
+        ]
     }
 }
 
@@ -1021,11 +1127,11 @@ fn write_egress(connection: &mut Connection, counters: &EdgeCounters) -> usize {
             }
         }
     }
+    let frames = std::mem::take(&mut egress.frames);
+    counters.frames_out.fetch_add(frames, Ordering::Relaxed);
     if egress.sent == egress.bytes.len() {
         egress.bytes.clear();
         egress.sent = 0;
-        let frames = std::mem::take(&mut egress.frames);
-        counters.frames_out.fetch_add(frames, Ordering::Relaxed);
     } else if egress.sent > 64 * 1024 {
         let sent = egress.sent;
         egress.bytes.drain(..sent);
