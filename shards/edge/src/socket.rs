@@ -81,6 +81,30 @@ pub fn gso_supported(socket: &UdpSocket) -> bool {
     supported
 }
 
+/// The `mmsghdr`s of one `sendmmsg`/`recvmmsg` call and what they point at, one set per
+/// slot, allocated once.
+#[derive(Default)]
+struct MsgHeaders {
+    names: Vec<libc::sockaddr_storage>,
+    iovecs: Vec<libc::iovec>,
+    controls: Vec<[u64; CONTROL_BYTES / 8]>,
+    headers: Vec<libc::mmsghdr>,
+}
+
+impl MsgHeaders {
+    fn new(n: usize) -> MsgHeaders {
+        MsgHeaders {
+            // SAFETY: plain C structs; all-zero bytes are valid values.
+            names: vec![unsafe { zeroed() }; n],
+            // SAFETY: as above.
+            iovecs: vec![unsafe { zeroed() }; n],
+            controls: vec![[0; CONTROL_BYTES / 8]; n],
+            // SAFETY: as above.
+            headers: vec![unsafe { zeroed() }; n],
+        }
+    }
+}
+
 /// A run of datagrams to one address, contiguous in the arena: every one `segment`
 /// bytes except perhaps the last. Sent with one `mmsghdr` (and `UDP_SEGMENT` if more
 /// than one).
@@ -105,10 +129,7 @@ pub struct SendBatch {
     trains: Vec<Train>,
     datagrams: usize,
     gso: bool,
-    names: Vec<libc::sockaddr_storage>,
-    iovecs: Vec<libc::iovec>,
-    controls: Vec<[u64; CONTROL_BYTES / 8]>,
-    headers: Vec<libc::mmsghdr>,
+    msgs: MsgHeaders,
 }
 
 impl std::fmt::Debug for SendBatch {
@@ -131,13 +152,7 @@ impl SendBatch {
             trains: Vec::with_capacity(n),
             datagrams: 0,
             gso,
-            // SAFETY: plain C structs; all-zero bytes are valid values.
-            names: vec![unsafe { zeroed() }; n],
-            // SAFETY: as above.
-            iovecs: vec![unsafe { zeroed() }; n],
-            controls: vec![[0; CONTROL_BYTES / 8]; n],
-            // SAFETY: as above.
-            headers: vec![unsafe { zeroed() }; n],
+            msgs: MsgHeaders::new(n),
         }
     }
 
@@ -158,7 +173,8 @@ impl SendBatch {
 
     /// Whether no more datagram fits.
     pub fn is_full(&self) -> bool {
-        self.arena.len() - self.used < DATAGRAM_BYTES_MAX || self.trains.len() == self.headers.len()
+        self.arena.len() - self.used < DATAGRAM_BYTES_MAX
+            || self.trains.len() == self.msgs.headers.len()
     }
 
     /// The buffer for the next datagram; commit what was written with
@@ -215,21 +231,21 @@ impl SendBatch {
             let n = total - sent_trains;
             for i in 0..n {
                 let train = self.trains[sent_trains + i];
-                let name_len = to_storage(train.to, &mut self.names[i]);
-                self.iovecs[i] = libc::iovec {
+                let name_len = to_storage(train.to, &mut self.msgs.names[i]);
+                self.msgs.iovecs[i] = libc::iovec {
                     // SAFETY: `start` is within the arena (trains only cover written bytes).
                     iov_base: unsafe { self.arena.as_mut_ptr().add(train.start) }.cast(),
                     iov_len: train.len,
                 };
-                let header = &mut self.headers[i];
-                header.msg_hdr.msg_name = (&raw mut self.names[i]).cast();
+                let header = &mut self.msgs.headers[i];
+                header.msg_hdr.msg_name = (&raw mut self.msgs.names[i]).cast();
                 header.msg_hdr.msg_namelen = name_len;
-                header.msg_hdr.msg_iov = &raw mut self.iovecs[i];
+                header.msg_hdr.msg_iov = &raw mut self.msgs.iovecs[i];
                 header.msg_hdr.msg_iovlen = 1;
                 header.msg_hdr.msg_flags = 0;
                 header.msg_len = 0;
                 if train.segments > 1 {
-                    let control = &mut self.controls[i];
+                    let control = &mut self.msgs.controls[i];
                     header.msg_hdr.msg_control = control.as_mut_ptr().cast();
                     // SAFETY: CMSG_SPACE only computes a size.
                     header.msg_hdr.msg_controllen =
@@ -256,7 +272,7 @@ impl SendBatch {
             let result = unsafe {
                 libc::sendmmsg(
                     socket.as_raw_fd(),
-                    self.headers.as_mut_ptr(),
+                    self.msgs.headers.as_mut_ptr(),
                     n as libc::c_uint,
                     libc::MSG_DONTWAIT,
                 )
@@ -319,16 +335,13 @@ pub struct RecvBatch {
     /// Slots the last call filled.
     slots_filled: usize,
     gro: bool,
-    names: Vec<libc::sockaddr_storage>,
-    iovecs: Vec<libc::iovec>,
-    controls: Vec<[u64; CONTROL_BYTES / 8]>,
-    headers: Vec<libc::mmsghdr>,
+    msgs: MsgHeaders,
 }
 
 impl std::fmt::Debug for RecvBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RecvBatch")
-            .field("slots", &self.headers.len())
+            .field("slots", &self.msgs.headers.len())
             .field("datagrams", &self.datagrams.len())
             .field("gro", &self.gro)
             .finish()
@@ -344,10 +357,7 @@ impl Default for RecvBatch {
             datagrams: Vec::new(),
             slots_filled: 0,
             gro: false,
-            names: Vec::new(),
-            iovecs: Vec::new(),
-            controls: Vec::new(),
-            headers: Vec::new(),
+            msgs: MsgHeaders::default(),
         }
     }
 }
@@ -369,13 +379,7 @@ impl RecvBatch {
             datagrams: Vec::with_capacity(n),
             slots_filled: 0,
             gro,
-            // SAFETY: plain C structs; all-zero bytes are valid values.
-            names: vec![unsafe { zeroed() }; n],
-            // SAFETY: as above.
-            iovecs: vec![unsafe { zeroed() }; n],
-            controls: vec![[0; CONTROL_BYTES / 8]; n],
-            // SAFETY: as above.
-            headers: vec![unsafe { zeroed() }; n],
+            msgs: MsgHeaders::new(n),
         }
     }
 
@@ -391,7 +395,7 @@ impl RecvBatch {
 
     /// Whether the last call filled every slot (more may be waiting).
     pub fn is_full(&self) -> bool {
-        self.slots_filled == self.headers.len()
+        self.slots_filled == self.msgs.headers.len()
     }
 
     /// Datagram `i` of the last call and its sender.
@@ -402,22 +406,22 @@ impl RecvBatch {
 
     /// Reads up to a batch without blocking; returns how many datagrams (0: none).
     pub fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
-        let n = self.headers.len();
+        let n = self.msgs.headers.len();
         self.datagrams.clear();
         self.slots_filled = 0;
         for i in 0..n {
-            self.iovecs[i] = libc::iovec {
+            self.msgs.iovecs[i] = libc::iovec {
                 // SAFETY: slot i lies within the arena (n slots of slot_bytes).
                 iov_base: unsafe { self.arena.as_mut_ptr().add(i * self.slot_bytes) }.cast(),
                 iov_len: self.slot_bytes,
             };
-            let header = &mut self.headers[i];
-            header.msg_hdr.msg_name = (&raw mut self.names[i]).cast();
+            let header = &mut self.msgs.headers[i];
+            header.msg_hdr.msg_name = (&raw mut self.msgs.names[i]).cast();
             header.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            header.msg_hdr.msg_iov = &raw mut self.iovecs[i];
+            header.msg_hdr.msg_iov = &raw mut self.msgs.iovecs[i];
             header.msg_hdr.msg_iovlen = 1;
             if self.gro {
-                header.msg_hdr.msg_control = self.controls[i].as_mut_ptr().cast();
+                header.msg_hdr.msg_control = self.msgs.controls[i].as_mut_ptr().cast();
                 header.msg_hdr.msg_controllen = CONTROL_BYTES;
             } else {
                 header.msg_hdr.msg_control = std::ptr::null_mut();
@@ -432,7 +436,7 @@ impl RecvBatch {
         let got = unsafe {
             libc::recvmmsg(
                 socket.as_raw_fd(),
-                self.headers.as_mut_ptr(),
+                self.msgs.headers.as_mut_ptr(),
                 n as libc::c_uint,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
@@ -448,11 +452,11 @@ impl RecvBatch {
         let got = got as usize;
         self.slots_filled = got;
         for i in 0..got {
-            let len = self.headers[i].msg_len as usize;
-            let from =
-                from_storage(&self.names[i]).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            let len = self.msgs.headers[i].msg_len as usize;
+            let from = from_storage(&self.msgs.names[i])
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
             let segment = if self.gro {
-                gro_segment(&self.headers[i].msg_hdr).unwrap_or(len)
+                gro_segment(&self.msgs.headers[i].msg_hdr).unwrap_or(len)
             } else {
                 len
             };
