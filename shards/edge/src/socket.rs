@@ -21,13 +21,24 @@ const SOCKET_BUFFER_BYTES: usize = 4 << 20;
 /// Binds `addr` non-blocking with `SO_REUSEPORT` (so every shard can bind the same
 /// address) and large buffers.
 pub fn bind_reuseport(addr: SocketAddr) -> io::Result<UdpSocket> {
+    bind(addr, true)
+}
+
+/// Binds `addr` non-blocking with large buffers (a client's socket: no port sharing).
+pub fn bind_client(addr: SocketAddr) -> io::Result<UdpSocket> {
+    bind(addr, false)
+}
+
+fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
     let domain = if addr.is_ipv4() {
         Domain::IPV4
     } else {
         Domain::IPV6
     };
     let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_reuse_port(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_nonblocking(true)?;
     // Best effort: a smaller buffer only means earlier drops under bursts.
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
@@ -43,41 +54,33 @@ const TRAIN_SEGMENTS_MAX: usize = 64;
 /// Room for one `cmsghdr` carrying a `u16` (UDP_SEGMENT) or an `int` (UDP_GRO).
 const CONTROL_BYTES: usize = 32;
 
-/// Turns on generic receive offload: the kernel may hand several datagrams of one
-/// sender as one buffer (read them with a [`RecvBatch`] made with `gro: true`).
-/// Returns whether the kernel accepted.
-pub fn enable_gro(socket: &UdpSocket) -> bool {
-    let on: libc::c_int = 1;
+/// Sets the UDP-level socket option `option` to `value`; whether the kernel accepted.
+fn set_udp_option(socket: &UdpSocket, option: libc::c_int, value: libc::c_int) -> bool {
     // SAFETY: a valid socket descriptor and a pointer to a live c_int of the stated size.
     let result = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
             libc::SOL_UDP,
-            libc::UDP_GRO,
-            (&raw const on).cast(),
+            option,
+            (&raw const value).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
     result == 0
 }
 
+/// Turns on generic receive offload: the kernel may hand several datagrams of one
+/// sender as one buffer (read them with a [`RecvBatch`] made with `gro: true`).
+/// Returns whether the kernel accepted.
+pub fn enable_gro(socket: &UdpSocket) -> bool {
+    set_udp_option(socket, libc::UDP_GRO, 1)
+}
+
 /// Whether the kernel supports generic segmentation offload on this socket (probed by
 /// setting, then clearing, a segment size).
 pub fn gso_supported(socket: &UdpSocket) -> bool {
-    let set = |size: libc::c_int| {
-        // SAFETY: a valid socket descriptor and a pointer to a live c_int.
-        unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_UDP,
-                libc::UDP_SEGMENT,
-                (&raw const size).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        }
-    };
-    let supported = set(1200) == 0;
-    let _ = set(0);
+    let supported = set_udp_option(socket, libc::UDP_SEGMENT, 1200);
+    let _ = set_udp_option(socket, libc::UDP_SEGMENT, 0);
     supported
 }
 
@@ -307,21 +310,6 @@ impl SendBatch {
         self.datagrams = 0;
         outcome.map(|()| sent)
     }
-}
-
-/// Binds `addr` non-blocking with large buffers (a client's socket: no port sharing).
-pub fn bind_client(addr: SocketAddr) -> io::Result<UdpSocket> {
-    let domain = if addr.is_ipv4() {
-        Domain::IPV4
-    } else {
-        Domain::IPV6
-    };
-    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_nonblocking(true)?;
-    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
-    let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
 }
 
 /// Buffers for one `recvmmsg`, allocated once. With GRO, each slot holds up to
