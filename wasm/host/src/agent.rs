@@ -9,14 +9,14 @@
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 use dataplane_frame::{AgentId, FrameError};
 use dataplane_shard::{Agent, AgentError, Context, Message, PoolError, SendError};
 use wasmtime::{
     Caller, Linker, Memory, PoolConcurrencyLimitError, Store, StoreLimits, StoreLimitsBuilder,
-    Trap, TypedFunc,
+    Trap, TypedFunc, UpdateDeadline,
 };
 
 use crate::abi::{self, code, HEADER_BYTES};
@@ -76,6 +76,10 @@ pub struct AgentData {
     message_bytes_max: u32,
     rng: u64,
     agent: AgentId,
+    /// The agent's time limit per call.
+    time_per_message: Duration,
+    /// When the call in progress reaches it (checked by the epoch callback).
+    call_deadline: Instant,
 }
 
 impl std::fmt::Debug for AgentData {
@@ -285,11 +289,12 @@ impl WasmAgent {
     /// An agent `id` running `spec`, not yet instantiated.
     pub fn new(host: &Host, id: AgentId, spec: AgentSpec) -> WasmAgent {
         let tick_ns = host.epoch_tick().as_nanos().max(1);
-        // Interrupt no earlier than the limit: the first tick may come at once, so one
-        // more tick than the limit needs; the trap comes within limit + one tick.
-        let deadline_ticks =
-            u64::try_from(spec.limits.time_per_message.as_nanos().div_ceil(tick_ns) + 1)
-                .unwrap_or(u64::MAX);
+        // The first look at the clock comes after `limit / tick` ticks (the first tick
+        // may come at once, so a little before the limit); the callback then looks once
+        // a tick until the limit has passed.
+        let deadline_ticks = u64::try_from(spec.limits.time_per_message.as_nanos() / tick_ns)
+            .unwrap_or(u64::MAX)
+            .max(1);
         WasmAgent {
             host: host.clone(),
             spec,
@@ -333,10 +338,22 @@ impl WasmAgent {
             message_bytes_max: limits.message_bytes_max,
             rng: self.spec.seed.unwrap_or(self.id.0),
             agent: self.id,
+            time_per_message: limits.time_per_message,
+            call_deadline: Instant::now(),
         };
         let mut store = Store::new(self.host.engine(), data);
         store.limiter(|data| &mut data.limits);
-        store.set_epoch_deadline(self.deadline_ticks);
+        // The epoch only says when to look; the clock decides. A trap never comes before
+        // the limit and at most one tick (plus the ticker's wake-up) after it, however
+        // late or early the ticks are.
+        store.epoch_deadline_callback(|context| {
+            Ok(if Instant::now() >= context.data().call_deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Continue(1)
+            })
+        });
+        arm(&mut store, self.deadline_ticks);
         let instance = module.pre().instantiate(&mut store).map_err(|error| {
             if let Some(full) = error.downcast_ref::<PoolConcurrencyLimitError>() {
                 let _ = full;
@@ -387,7 +404,7 @@ impl WasmAgent {
             reason: trap_reason(&error, limits),
         };
         let capacity = HEADER_BYTES as u32 + limits.message_bytes_max;
-        store.set_epoch_deadline(self.deadline_ticks);
+        arm(&mut store, self.deadline_ticks);
         let address = inbox_fn.call(&mut store, capacity as i32).map_err(trap)? as u32;
         let end = u64::from(address) + u64::from(capacity);
         if address == 0 || end > memory.data_size(&store) as u64 {
@@ -450,7 +467,7 @@ fn call<R>(
     data.ctx = std::ptr::from_mut(ctx).cast::<Context<'static>>();
     data.in_message = in_message;
     data.sends_left = data.sends_per_message_max;
-    store.set_epoch_deadline(deadline_ticks);
+    arm(store, deadline_ticks);
     in_call.store(true, Ordering::Relaxed);
     let result = f(store);
     in_call.store(false, Ordering::Relaxed);
@@ -458,6 +475,14 @@ fn call<R>(
     data.ctx = std::ptr::null_mut();
     data.in_message = false;
     result
+}
+
+/// Starts the time limit of one guest call: the epoch deadline brings the first look at
+/// the clock near the limit (see the callback installed with the store).
+fn arm(store: &mut Store<AgentData>, deadline_ticks: u64) {
+    let data = store.data_mut();
+    data.call_deadline = Instant::now() + data.time_per_message;
+    store.set_epoch_deadline(deadline_ticks);
 }
 
 fn trap_reason(error: &wasmtime::Error, limits: &AgentLimits) -> String {
