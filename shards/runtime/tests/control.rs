@@ -15,25 +15,8 @@ use dataplane_shard::{id_on_shard, Agent, AgentError, AgentState, Context, Deplo
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Nodes pin their shards to the same two CPUs: the tests in this binary take turns.
-static ONE_NODE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn turn() -> std::sync::MutexGuard<'static, ()> {
-    ONE_NODE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn cpus() -> Vec<usize> {
-    let ids = core_affinity::get_core_ids().unwrap_or_default();
-    let mut cpus: Vec<usize> = ids.into_iter().map(|id| id.id).collect();
-    cpus.sort_unstable();
-    while cpus.len() < 2 {
-        cpus.push(cpus.first().copied().unwrap_or(0));
-    }
-    cpus.truncate(2);
-    cpus
-}
+mod common;
+use common::{cpus, turn};
 
 /// Sends a request to `to`, and another one each time the reply comes, until `quiet`.
 struct Pinger {
