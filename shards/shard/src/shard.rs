@@ -244,7 +244,9 @@ impl std::error::Error for ReplaceError {
 /// What travels through a ring: a frame for this shard, or a buffer coming home.
 ///
 /// Packed in one word: a frame handle's pointer is 16-byte aligned, so bit 0 is free to
-/// say "returned buffer". Like a [`FrameHandle`], an item must be consumed
+/// say "returned buffer" and bit 1 "returned alone". A buffer going home alone is not
+/// written on the way: its lines stay shared in both cores' caches instead of bouncing
+/// once more (the owner reads its block header to free it). Like a [`FrameHandle`], an item must be consumed
 /// ([`RingItem::into_parts`]); a dropped item leaks its buffer.
 #[derive(Debug)]
 #[must_use = "a ring item carries a frame buffer"]
@@ -255,11 +257,18 @@ pub struct RingItem(usize);
 pub enum RingItemKind {
     /// A frame to deliver.
     Frame(FrameHandle),
-    /// A buffer the receiver owns, sent back after use.
+    /// A buffer the receiver owns, sent back after use, carrying others
+    /// ([`FrameHandle::pack_returns`]).
     Returned(FrameHandle),
+    /// A buffer the receiver owns, sent back alone: its bytes were not written, so
+    /// neither shard touches its cache lines on the way home.
+    ReturnedAlone(FrameHandle),
 }
 
 const RETURNED_BIT: usize = 1;
+/// With [`RETURNED_BIT`]: the carrier holds no packed handles.
+const ALONE_BIT: usize = 2;
+const TAG_BITS: usize = RETURNED_BIT | ALONE_BIT;
 
 impl RingItem {
     /// An item carrying a frame to deliver.
@@ -267,9 +276,14 @@ impl RingItem {
         RingItem(handle.into_raw())
     }
 
-    /// An item carrying a buffer home.
+    /// An item carrying a buffer home, with the others packed into it.
     pub fn returned(handle: FrameHandle) -> RingItem {
         RingItem(handle.into_raw() | RETURNED_BIT)
+    }
+
+    /// An item carrying one buffer home, nothing packed into it.
+    pub fn returned_alone(handle: FrameHandle) -> RingItem {
+        RingItem(handle.into_raw() | RETURNED_BIT | ALONE_BIT)
     }
 
     /// Asks the CPU to start loading the buffer this item carries (its first two cache
@@ -299,15 +313,15 @@ impl RingItem {
 
     /// Unpacks the item.
     pub fn into_parts(self) -> RingItemKind {
-        let raw = self.0 & !RETURNED_BIT;
-        // SAFETY: `raw` is a pointer from `FrameHandle::into_raw` (bit 0 is clear in every
-        // such pointer because blocks are 16-byte aligned) and this item, which is not
-        // Clone, is consumed here, so the handle is rebuilt exactly once.
+        let raw = self.0 & !TAG_BITS;
+        // SAFETY: `raw` is a pointer from `FrameHandle::into_raw` (bits 0 and 1 are clear
+        // in every such pointer because blocks are 16-byte aligned) and this item, which
+        // is not Clone, is consumed here, so the handle is rebuilt exactly once.
         let handle = unsafe { FrameHandle::from_raw(raw) };
-        if self.0 & RETURNED_BIT == 0 {
-            RingItemKind::Frame(handle)
-        } else {
-            RingItemKind::Returned(handle)
+        match self.0 & TAG_BITS {
+            0 => RingItemKind::Frame(handle),
+            RETURNED_BIT => RingItemKind::Returned(handle),
+            _ => RingItemKind::ReturnedAlone(handle),
         }
     }
 }
@@ -769,6 +783,11 @@ impl Shard {
                 self.release(carrier);
                 Ok(())
             }
+            crate::shard::RingItemKind::ReturnedAlone(carrier) => {
+                self.stats.frames_returned += 1;
+                self.release(carrier);
+                Ok(())
+            }
             crate::shard::RingItemKind::Frame(handle) => {
                 self.accept(handle).map_err(RingItem::frame)?;
                 self.stats.received_remote += 1;
@@ -840,14 +859,22 @@ impl Shard {
         // Buffers go home in batches: one returned buffer carries up to 31 others.
         while let Some(mut carrier) = returns.pop() {
             let extra = returns.len().min(RETURN_BATCH_EXTRA_MAX);
-            let start = returns.len() - extra;
-            carrier.pack_returns(returns.drain(start..));
-            if let Err(item) = push(RingItem::returned(carrier)) {
-                let RingItemKind::Returned(mut carrier) = item.into_parts() else {
-                    unreachable!("a returned item stays a returned item")
-                };
-                returns.extend(carrier.take_returns());
-                returns.push(carrier);
+            let item = if extra == 0 {
+                RingItem::returned_alone(carrier)
+            } else {
+                let start = returns.len() - extra;
+                carrier.pack_returns(returns.drain(start..));
+                RingItem::returned(carrier)
+            };
+            if let Err(item) = push(item) {
+                match item.into_parts() {
+                    RingItemKind::Returned(mut carrier) => {
+                        returns.extend(carrier.take_returns());
+                        returns.push(carrier);
+                    }
+                    RingItemKind::ReturnedAlone(carrier) => returns.push(carrier),
+                    RingItemKind::Frame(_) => unreachable!("a returned item stays returned"),
+                }
                 return pushed;
             }
             pushed += 1;

@@ -274,3 +274,48 @@ fn a_message_to_oneself_waits_for_the_next_poll() {
     assert_eq!(shard.poll_deliver(0, 1000), 1);
     assert_eq!(shard.stats().handler_errors, 0);
 }
+
+/// Buffers go home alone (one untouched ring item) or packed into a carrier, and a
+/// return the ring refuses stays queued: either way every buffer reaches its owner once.
+#[test]
+fn foreign_buffers_go_home_alone_or_packed_and_survive_a_full_ring() {
+    let (mut a, mut b) = pair();
+    let sender = id_on_shard(1, 0, 2);
+    let target = id_on_shard(1, 1, 2);
+    let _inbox = recorder_on(&mut b, target);
+    for messages in [1_usize, 5] {
+        for _ in 0..messages {
+            a.handle_send(&header(target, sender), b"x").unwrap();
+        }
+        let mut items = Vec::new();
+        a.poll_transmit(1, |item| {
+            items.push(item);
+            Ok(())
+        });
+        for item in items {
+            b.handle_ring_item(item).unwrap();
+        }
+        b.poll_deliver(0, 100);
+        assert_eq!(a.pool().frames_in_flight(), messages);
+        // A full ring first: nothing is lost, the returns wait.
+        assert_eq!(b.poll_transmit(0, Err), 0);
+        assert!(b.wants_transmit(0));
+        let mut returns = Vec::new();
+        b.poll_transmit(0, |item| {
+            assert!(item.is_returned());
+            returns.push(item);
+            Ok(())
+        });
+        // One alone, or one carrier with the other four packed into it.
+        assert_eq!(returns.len(), 1);
+        for item in returns {
+            a.handle_ring_item(item).unwrap();
+        }
+        assert_eq!(
+            a.pool().frames_in_flight(),
+            0,
+            "after {messages} message(s)"
+        );
+    }
+    assert_eq!(a.stats().frames_returned, 6);
+}
