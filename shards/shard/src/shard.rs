@@ -246,8 +246,8 @@ impl std::error::Error for ReplaceError {
 /// Packed in one word: a frame handle's pointer is 16-byte aligned, so bit 0 is free to
 /// say "returned buffer" and bit 1 "returned alone". A buffer going home alone is not
 /// written on the way: its lines stay shared in both cores' caches instead of bouncing
-/// once more (the owner reads its block header to free it). Like a [`FrameHandle`], an item must be consumed
-/// ([`RingItem::into_parts`]); a dropped item leaks its buffer.
+/// once more (the owner reads its block header to free it). Like a [`FrameHandle`], an
+/// item must be consumed ([`RingItem::into_parts`]); a dropped item leaks its buffer.
 #[derive(Debug)]
 #[must_use = "a ring item carries a frame buffer"]
 pub struct RingItem(usize);
