@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 use dataplane_frame::{AgentId, FrameError};
@@ -76,10 +76,13 @@ pub struct AgentData {
     message_bytes_max: u32,
     rng: u64,
     agent: AgentId,
-    /// The agent's time limit per call.
-    time_per_message: Duration,
-    /// When the call in progress reaches it (checked by the epoch callback).
-    call_deadline: Instant,
+    /// The agent's time limit per call, in nanoseconds.
+    time_per_message_ns: u64,
+    /// The clock that times calls (the host's).
+    clock: quanta::Clock,
+    /// When the call in progress started, in `clock`'s raw units (checked against the
+    /// limit by the epoch callback). Raw, because reading it is on every message's path.
+    call_start_raw: u64,
 }
 
 impl std::fmt::Debug for AgentData {
@@ -338,8 +341,10 @@ impl WasmAgent {
             message_bytes_max: limits.message_bytes_max,
             rng: self.spec.seed.unwrap_or(self.id.0),
             agent: self.id,
-            time_per_message: limits.time_per_message,
-            call_deadline: Instant::now(),
+            time_per_message_ns: u64::try_from(limits.time_per_message.as_nanos())
+                .unwrap_or(u64::MAX),
+            clock: self.host.clock().clone(),
+            call_start_raw: 0,
         };
         let mut store = Store::new(self.host.engine(), data);
         store.limiter(|data| &mut data.limits);
@@ -347,7 +352,11 @@ impl WasmAgent {
         // the limit and at most one tick (plus the ticker's wake-up) after it, however
         // late or early the ticks are.
         store.epoch_deadline_callback(|context| {
-            Ok(if Instant::now() >= context.data().call_deadline {
+            let data = context.data();
+            let elapsed_ns = data
+                .clock
+                .delta_as_nanos(data.call_start_raw, data.clock.raw());
+            Ok(if elapsed_ns >= data.time_per_message_ns {
                 UpdateDeadline::Interrupt
             } else {
                 UpdateDeadline::Continue(1)
@@ -481,7 +490,7 @@ fn call<R>(
 /// the clock near the limit (see the callback installed with the store).
 fn arm(store: &mut Store<AgentData>, deadline_ticks: u64) {
     let data = store.data_mut();
-    data.call_deadline = Instant::now() + data.time_per_message;
+    data.call_start_raw = data.clock.raw();
     store.set_epoch_deadline(deadline_ticks);
 }
 

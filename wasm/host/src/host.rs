@@ -92,6 +92,7 @@ struct HostInner {
     config: HostConfig,
     cache: Option<ModuleCache>,
     ticker: Ticker,
+    clock: quanta::Clock,
 }
 
 impl std::fmt::Debug for Host {
@@ -123,6 +124,8 @@ impl Host {
             Arc::clone(&in_call),
             config.ticker_cpus.clone(),
         );
+        // Calibrated here, once per process (up to 200 ms), not on a shard's first call.
+        let clock = quanta::Clock::new();
         Ok(Host {
             inner: Arc::new(HostInner {
                 engine,
@@ -130,6 +133,7 @@ impl Host {
                 config,
                 cache,
                 ticker,
+                clock,
             }),
         })
     }
@@ -142,6 +146,13 @@ impl Host {
     /// The configuration it was built with.
     pub fn config(&self) -> &HostConfig {
         &self.inner.config
+    }
+
+    /// The clock that times guest calls: the CPU's invariant time-stamp counter where
+    /// there is one (a read costs about 10 ns here, `Instant::now` about 25), the
+    /// monotonic clock otherwise. See docs/decisions/why-wasm-host.md.
+    pub(crate) fn clock(&self) -> &quanta::Clock {
+        &self.inner.clock
     }
 
     /// The epoch tick.
