@@ -306,3 +306,25 @@ fn bench_hardware_prints_one_json_line_per_run() {
             .is_some_and(|messages| messages > 0));
     }
 }
+
+/// The order-book suite runs to completion: its order flow must not fill the agent's
+/// memory limit (it did once, on runs longer than about 5 M orders).
+#[test]
+fn bench_orderbook_completes() {
+    let _turn = turn();
+    let output = dataplane(&[
+        "bench",
+        "orderbook",
+        "--seconds",
+        "0.3",
+        "--runs",
+        "1",
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.lines().any(|line| line.contains("\"orderbook\"")),
+        "{text}"
+    );
+}

@@ -339,13 +339,25 @@ fn workloads(suite: Suite, shards: usize, opts: &SuiteOptions) -> anyhow::Result
 const ORDER_WINDOW: u64 = 64;
 
 /// A limit order, in the order book's 24-byte format.
+///
+/// Every order is priced through the mid (a buy at 10,000 to 10,010 ticks, a sell at
+/// 9,990 to 10,000), so it crosses everything resting on the other side: the book is
+/// one-sided at any time and its depth is a random walk of the signed quantities,
+/// growing like the square root of the order count. The book has no cancel, so with
+/// passive orders on both sides (the first version: prices 9,990 to 10,010 for either
+/// side) the deep levels only grew, and a 2-second run at the current speed filled the
+/// agent's 16 MiB memory limit (`failure`, error 2) after about 5 M orders.
 fn order(order_id: u64, rng: &mut u64) -> [u8; 24] {
     *rng ^= *rng << 13;
     *rng ^= *rng >> 7;
     *rng ^= *rng << 17;
     let side = (*rng & 1) as u8;
-    // Prices around 10,000 ticks: a buy above the mid or a sell below it crosses.
-    let price = 9_990 + ((*rng >> 8) % 21) as i64;
+    let through = ((*rng >> 8) % 11) as i64;
+    let price = if side == 0 {
+        10_000 + through
+    } else {
+        10_000 - through
+    };
     let qty = 1 + ((*rng >> 16) % 10) as u32;
     let mut bytes = [0u8; 24];
     bytes[0..8].copy_from_slice(&order_id.to_le_bytes());
@@ -607,4 +619,38 @@ fn interrupt(opts: &SuiteOptions) -> anyhow::Result<Vec<BenchResult>> {
         started.elapsed().as_secs_f64(),
         recorder.latency_ns(),
     )])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::order;
+
+    /// The order flow must keep the book one-sided (every order crosses the mid), or the
+    /// book, which has no cancel, grows until the agent's memory limit refuses orders.
+    #[test]
+    fn every_order_crosses_the_mid() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15;
+        let (mut buys, mut sells) = (0u32, 0u32);
+        for id in 0..100_000 {
+            let bytes = order(id, &mut rng);
+            let price = i64::from_le_bytes(bytes[8..16].try_into().unwrap());
+            let qty = u32::from_le_bytes(bytes[16..20].try_into().unwrap());
+            assert!((1..=10).contains(&qty));
+            match bytes[20] {
+                0 => {
+                    buys += 1;
+                    assert!((10_000..=10_010).contains(&price), "buy at {price}");
+                }
+                1 => {
+                    sells += 1;
+                    assert!((9_990..=10_000).contains(&price), "sell at {price}");
+                }
+                side => panic!("side {side}"),
+            }
+        }
+        assert!(
+            buys > 45_000 && sells > 45_000,
+            "{buys} buys, {sells} sells"
+        );
+    }
 }
