@@ -417,7 +417,7 @@ fn looping_agent_is_interrupted_within_its_bound_and_neighbours_keep_serving() {
     let text = bench.error_text();
     assert!(text.contains("interrupt"), "{text}");
     assert!(text.contains("time_per_message_ms of 20 ms"), "{text}");
-    // Never early. (How late is measured by `dataplane bench limits`, not by a timed
+    // Never early. (How late is measured by `dataplane bench interrupt`, not by a timed
     // test; this only rules out a missing interrupt.)
     assert!(
         took >= limit,
