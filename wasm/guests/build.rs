@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 /// Rust examples: `wasm/examples/rust/<name>.rs` -> `<name>_rust.wasm`.
-const RUST_EXAMPLES: [&str; 4] = ["echo", "counter", "pingpong", "orderbook"];
+const RUST_EXAMPLES: [&str; 5] = ["echo", "counter", "pingpong", "orderbook", "fragile"];
 /// C examples: `wasm/examples/c/<name>.c` -> `<name>_c.wasm`.
 const C_EXAMPLES: [&str; 3] = ["echo", "counter", "pingpong"];
 

@@ -50,7 +50,7 @@ type Labels = Vec<(&'static str, String)>;
 type Read = fn(&ShardSnapshot) -> u64;
 
 /// Counters: name (before `dataplane_` and `_total`), help, value.
-const COUNTERS: [(&str, &str, Read); 18] = [
+const COUNTERS: [(&str, &str, Read); 19] = [
     ("messages_handled", "Agent handler calls that ran", |s| {
         s.stats.messages_handled
     }),
@@ -116,6 +116,11 @@ const COUNTERS: [(&str, &str, Read); 18] = [
         "agents_stopped",
         "Agents stopped for crashing too often",
         |s| s.stats.agents_stopped,
+    ),
+    (
+        "agent_batches",
+        "Calls that handed an agent two or more messages at once",
+        |s| s.stats.batches,
     ),
     ("shard_polls", "Poll iterations of the shard loop", |s| {
         s.polls

@@ -93,4 +93,64 @@ pub trait Agent: 'static {
     fn restart(&mut self, _ctx: &mut Context<'_>) -> Result<(), AgentError> {
         Err(AgentError::Failed("restart not supported".into()))
     }
+
+    /// Up to how many queued messages of one priority class the shard may hand to
+    /// [`Agent::on_batch`] at once. The default, 1, means the agent takes no batches and
+    /// every message goes through [`Agent::on_message`].
+    ///
+    /// An agent that batches must not let a panic escape `on_batch` once it has handled
+    /// a message: the shard cannot tell how far it got, blames the first message and
+    /// keeps the rest. The default `on_batch` catches a handler's panic itself.
+    fn batch_messages_max(&self) -> usize {
+        1
+    }
+
+    /// Handles `messages` (at least 2, at most [`Agent::batch_messages_max`], in their
+    /// mailbox order, all of one class) as if by `on_message` on each in turn, and says
+    /// how far it got (see [`BatchOutcome`]). Before acting on message `i` the agent
+    /// calls [`Context::set_current`] with it, so that `reply` answers that message.
+    ///
+    /// The default handles each message with `on_message` and stops at the first error
+    /// (a panic becomes [`AgentError::Crashed`] with its message).
+    fn on_batch(&mut self, messages: &[Message<'_>], ctx: &mut Context<'_>) -> BatchOutcome {
+        for (handled, message) in messages.iter().enumerate() {
+            ctx.set_current(message);
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.on_message(message, ctx)
+            }))
+            .unwrap_or_else(|payload| {
+                let reason = payload
+                    .downcast_ref::<&str>()
+                    .map(|text| (*text).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic".to_owned());
+                Err(AgentError::Crashed(reason.into()))
+            });
+            if let Err(error) = result {
+                return BatchOutcome {
+                    handled,
+                    error: Some(error),
+                };
+            }
+        }
+        BatchOutcome {
+            handled: messages.len(),
+            error: None,
+        }
+    }
+}
+
+/// How far [`Agent::on_batch`] got through its messages.
+///
+/// `messages[..handled]` were handled. With `error`, `messages[handled]` failed with it:
+/// the shard answers it as it answers a failed `on_message` (and a
+/// [`AgentError::Crashed`] puts the agent through its restart policy). Every message
+/// after that, or after `handled` when there is no error, goes back to the front of the
+/// mailbox, in order, and is delivered later: nothing is lost or delivered twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Messages handled, from the first.
+    pub handled: usize,
+    /// The failure of message `handled`, if it failed.
+    pub error: Option<AgentError>,
 }

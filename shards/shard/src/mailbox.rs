@@ -53,6 +53,17 @@ impl Mailbox {
         Some(frame)
     }
 
+    /// Puts a frame taken from `class` back at its front (it is delivered next).
+    pub(crate) fn push_front(&mut self, class: usize, frame: FrameHandle) {
+        self.queues[class].push_front(frame);
+        self.len_frames += 1;
+    }
+
+    /// Frames queued in `class`.
+    pub(crate) fn len_class(&self, class: usize) -> usize {
+        self.queues[class].len()
+    }
+
     pub(crate) fn has(&self, class: usize) -> bool {
         !self.queues[class].is_empty()
     }

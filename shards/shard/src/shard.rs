@@ -26,7 +26,7 @@ use std::panic::{self, AssertUnwindSafe};
 
 use dataplane_frame::{AgentId, Flags, FrameError, Header, Performative, Priority};
 
-use crate::agent::{Agent, AgentError, Message};
+use crate::agent::{Agent, AgentError, BatchOutcome, Message};
 use crate::mailbox::{Mailbox, ReadyLists, CLASSES};
 use crate::pool::{FrameHandle, FramePool, PoolError, Released, RETURN_BATCH_EXTRA_MAX};
 use crate::restart::{format_ns, AgentState, AgentStatus, CrashHistory, RestartPolicy, Verdict};
@@ -411,6 +411,8 @@ pub struct Shard {
     timers: BinaryHeap<Reverse<(u64, u32)>>,
     /// Slots whose back-off expired in this poll (allocation kept across polls).
     due: Vec<u32>,
+    /// The frames of the batch being dispatched (allocation kept across polls).
+    batch_frames: Vec<FrameHandle>,
     stats: ShardStats,
 }
 
@@ -453,6 +455,7 @@ impl Shard {
             running: None,
             timers: BinaryHeap::new(),
             due: Vec::new(),
+            batch_frames: Vec::new(),
             stats: ShardStats::default(),
             config,
         }
@@ -817,16 +820,31 @@ impl Shard {
                 .agent_burst_messages
                 .min(budget_messages - handled)
                 .max(1);
-            for _ in 0..burst {
+            let mut taken = 0;
+            while taken < burst {
                 let slot = &mut self.slots[index as usize];
                 // A slot in back-off (crashed before or during this turn) keeps its frames.
                 if !slot.state.dispatches() {
                     break;
                 }
+                let batch_max = match (&slot.agent, slot.state) {
+                    (Some(agent), Life::Running) => agent.batch_messages_max(),
+                    _ => 1,
+                };
+                let batch = batch_max
+                    .min(burst - taken)
+                    .min(slot.mailbox.len_class(class));
+                if batch >= 2 {
+                    let done = self.dispatch_batch(index, class, batch, now_ns);
+                    taken += done;
+                    handled += done;
+                    continue;
+                }
                 let Some(frame) = slot.mailbox.pop(class) else {
                     break;
                 };
                 self.dispatch(index, frame, now_ns);
+                taken += 1;
                 handled += 1;
             }
             let slot = &mut self.slots[index as usize];
@@ -1187,23 +1205,101 @@ impl Shard {
                     history.record_success();
                 }
             }
-            Err(error) => {
-                self.stats.handler_errors += 1;
-                // This message is answered, never redelivered; then the policy decides.
-                if !header.flags.contains(Flags::REPLY)
-                    && self.send_error_reply(&header, &error.to_string()).is_err()
-                {
-                    self.stats.undeliverable_replies += 1;
-                }
-                if matches!(error, AgentError::Crashed(_)) {
-                    self.crashed(index, now_ns, &error);
-                } else if let Some(history) = self.slots[index as usize].history.as_deref_mut() {
-                    // A handler error is not a crash: the back-off starts over.
-                    history.record_success();
-                }
-            }
+            // This message is answered, never redelivered; then the policy decides.
+            Err(error) => self.handler_failed(index, &header, &error, now_ns),
         }
         self.release(frame);
+    }
+
+    /// Hands the first `count` (≥ 2) frames of `class` in slot `index`'s mailbox to the
+    /// agent's `on_batch`, answers and releases the ones it got through, and puts the rest
+    /// back at the front of the mailbox. Returns how many it got through (at least 1: a
+    /// batch that ends before its first message counts that message as failed).
+    fn dispatch_batch(&mut self, index: u32, class: usize, count: usize, now_ns: u64) -> usize {
+        let mut frames = std::mem::take(&mut self.batch_frames);
+        let slot = &mut self.slots[index as usize];
+        for _ in 0..count {
+            match slot.mailbox.pop(class) {
+                Some(frame) => frames.push(frame),
+                None => break,
+            }
+        }
+        let messages: Vec<Message<'_>> = frames
+            .iter()
+            .map(|frame| {
+                let archived = frame.frame();
+                Message {
+                    header: archived.header(),
+                    payload: archived.payload(),
+                }
+            })
+            .collect();
+        self.stats.batches += 1;
+        let mut outcome = None;
+        let result = self.with_agent(index, None, now_ns, |agent, ctx| {
+            outcome = Some(agent.on_batch(&messages, ctx));
+            Ok(())
+        });
+        drop(messages);
+        let outcome = match (result, outcome) {
+            (Ok(()), Some(outcome)) => outcome,
+            // A panic in `on_batch` (a native agent's, or the host's own code): where it
+            // stopped is unknown, so the first message takes the blame and the rest are
+            // kept. Agents that batch must not panic after handling a message.
+            (result, _) => BatchOutcome {
+                handled: 0,
+                error: Some(
+                    result
+                        .err()
+                        .unwrap_or_else(|| AgentError::Failed("agent is not available".into())),
+                ),
+            },
+        };
+        let handled = outcome.handled.min(frames.len());
+        let error = match outcome.error {
+            Some(error) if handled < frames.len() => Some(error),
+            // A batch that got through none of its messages and says nothing still takes
+            // the first, answered as failed, so that the shard always moves on.
+            _ if handled == 0 => Some(AgentError::Failed("agent handled none of its batch".into())),
+            _ => None,
+        };
+        let done = handled + usize::from(error.is_some());
+        // The rest go back, in order, in front of anything queued meanwhile.
+        let slot = &mut self.slots[index as usize];
+        for frame in frames.drain(done..).rev() {
+            slot.mailbox.push_front(class, frame);
+        }
+        for (position, frame) in frames.drain(..).enumerate() {
+            self.stats.messages_handled += 1;
+            if position < handled {
+                if let Some(history) = self.slots[index as usize].history.as_deref_mut() {
+                    history.record_success();
+                }
+            } else if let Some(error) = &error {
+                let header = frame.frame().header();
+                self.handler_failed(index, &header, error, now_ns);
+            }
+            self.release(frame);
+        }
+        self.batch_frames = frames;
+        done
+    }
+
+    /// What a failed handler call means for its message (answered with the error, never
+    /// redelivered) and for the agent (a crash goes through the restart policy).
+    fn handler_failed(&mut self, index: u32, header: &Header, error: &AgentError, now_ns: u64) {
+        self.stats.handler_errors += 1;
+        if !header.flags.contains(Flags::REPLY)
+            && self.send_error_reply(header, &error.to_string()).is_err()
+        {
+            self.stats.undeliverable_replies += 1;
+        }
+        if matches!(error, AgentError::Crashed(_)) {
+            self.crashed(index, now_ns, error);
+        } else if let Some(history) = self.slots[index as usize].history.as_deref_mut() {
+            // A handler error is not a crash: the back-off starts over.
+            history.record_success();
+        }
     }
 
     /// Runs `f` on the agent in slot `index` with a context; a panic becomes
@@ -1330,5 +1426,14 @@ impl Context<'_> {
         let mut header = request.reply_to(performative);
         header.from = self.agent;
         self.shard.send_frame(&header, payload)
+    }
+
+    /// Makes `message` the one being handled, the one [`Context::reply`] answers: for
+    /// [`Agent::on_batch`], before it acts on each message of the batch. Only a message
+    /// addressed to this agent is taken (a batch's messages all are).
+    pub fn set_current(&mut self, message: &Message<'_>) {
+        if message.header.to == self.agent {
+            self.current = Some(message.header);
+        }
     }
 }

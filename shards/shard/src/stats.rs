@@ -34,4 +34,6 @@ pub struct ShardStats {
     pub agent_restarts: u64,
     /// Agents stopped for crashing too often (restart policy).
     pub agents_stopped: u64,
+    /// Calls of `Agent::on_batch`: two or more messages handed to an agent at once.
+    pub batches: u64,
 }

@@ -319,3 +319,79 @@ fn foreign_buffers_go_home_alone_or_packed_and_survive_a_full_ring() {
     }
     assert_eq!(a.stats().frames_returned, 6);
 }
+
+/// A [`Recorder`] that takes up to 4 messages per call (the default `on_batch`).
+struct BatchRecorder(Inbox);
+
+impl Agent for BatchRecorder {
+    fn on_message(
+        &mut self,
+        message: &Message<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), AgentError> {
+        Recorder(Rc::clone(&self.0)).on_message(message, ctx)?;
+        ctx.reply(Performative::Inform, message.payload)
+            .map_err(|error| AgentError::Failed(error.to_string().into()))
+    }
+
+    fn batch_messages_max(&self) -> usize {
+        4
+    }
+
+    fn restart(&mut self, _: &mut Context<'_>) -> Result<(), AgentError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failure_or_panic_inside_a_batch_answers_that_message_and_keeps_the_rest() {
+    // One restart allowed, at once: the panic restarts the agent, the rest still come.
+    let mut config = ShardConfig::new(0, 1);
+    config.restart = RestartPolicy {
+        max_restarts: 1,
+        window_ns: 1_000_000_000,
+        backoff_initial_ns: 0,
+        backoff_max_ns: 0,
+    };
+    let mut shard = Shard::new(config);
+    let (me, batcher) = (AgentId::from_name("me"), AgentId::from_name("batcher"));
+    let replies = recorder_on(&mut shard, me);
+    let handled = Inbox::default();
+    shard
+        .deploy(batcher, Box::new(BatchRecorder(Rc::clone(&handled))), 0)
+        .expect("deploy");
+    let payloads: [&[u8]; 10] = [
+        b"0", b"1", b"fail", b"3", b"4", b"panic", b"6", b"7", b"8", b"9",
+    ];
+    for (n, payload) in payloads.iter().enumerate() {
+        let mut header = header(batcher, me);
+        header.correlation_id = n as u64;
+        shard.handle_send(&header, payload).unwrap();
+    }
+    for now_ns in 0..10 {
+        while shard.poll_deliver(now_ns, 100) > 0 {}
+    }
+    // Every message reached the handler exactly once, in order.
+    let seen: Vec<Vec<u8>> = handled.borrow().iter().map(|(_, p)| p.clone()).collect();
+    assert_eq!(seen, payloads.map(<[u8]>::to_vec));
+    // And every one was answered once: informs, and failures for "fail" and "panic".
+    let answers: Vec<(u64, Performative)> = replies
+        .borrow()
+        .iter()
+        .map(|(h, _)| (h.correlation_id, h.performative))
+        .collect();
+    let expected: Vec<(u64, Performative)> = payloads
+        .iter()
+        .enumerate()
+        .map(|(n, payload)| {
+            let performative = match *payload {
+                b"fail" | b"panic" => Performative::Failure,
+                _ => Performative::Inform,
+            };
+            (n as u64, performative)
+        })
+        .collect();
+    assert_eq!(answers, expected);
+    assert!(shard.stats().batches >= 3, "{:?}", shard.stats());
+    assert_eq!(shard.stats().agent_restarts, 1);
+}

@@ -34,9 +34,11 @@ pub const PINGPONG_C: &[u8] = module!("pingpong_c.wasm");
 /// `wasm/examples/rust/orderbook.rs`: a price-time priority limit order book
 /// ([`formats::orderbook`]).
 pub const ORDERBOOK_RUST: &[u8] = module!("orderbook_rust.wasm");
+/// `wasm/examples/rust/fragile.rs`: a test agent that traps, loops or fails on demand.
+pub const FRAGILE_RUST: &[u8] = module!("fragile_rust.wasm");
 
 /// Every built module and its name (the constant's name in lower case).
-pub const MODULES: [(&str, &[u8]); 7] = [
+pub const MODULES: [(&str, &[u8]); 8] = [
     ("echo_rust", ECHO_RUST),
     ("echo_c", ECHO_C),
     ("counter_rust", COUNTER_RUST),
@@ -44,6 +46,7 @@ pub const MODULES: [(&str, &[u8]); 7] = [
     ("pingpong_rust", PINGPONG_RUST),
     ("pingpong_c", PINGPONG_C),
     ("orderbook_rust", ORDERBOOK_RUST),
+    ("fragile_rust", FRAGILE_RUST),
 ];
 
 /// The built module named `name` (`"echo_rust"`, `"counter_c"`, ...: see [`MODULES`]).

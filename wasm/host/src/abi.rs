@@ -20,6 +20,17 @@ pub const EXPORT_INIT: &str = "dp_init";
 pub const EXPORT_ON_MESSAGE: &str = "dp_on_message";
 /// `() -> ()`: optional, before an orderly stop.
 pub const EXPORT_ON_STOP: &str = "dp_on_stop";
+/// `(count: i32) -> i32`: optional, several messages in one call (docs/agent-abi.md).
+pub const EXPORT_ON_BATCH: &str = "dp_on_batch";
+
+/// Bytes before the first message of a batch in the inbox: the progress index the guest
+/// writes (`u32`), then the message count (`u32`).
+pub const BATCH_PREFIX_BYTES: usize = 8;
+
+/// Bytes a batched message takes in the inbox: its header, its payload, padding to 8.
+pub const fn batch_record_bytes(payload_len: usize) -> usize {
+    HEADER_BYTES + payload_len.div_ceil(8) * 8
+}
 
 /// A function signature: parameters, results.
 pub type Signature = (&'static [ValType], &'static [ValType]);
@@ -32,7 +43,10 @@ pub const REQUIRED_EXPORTS: [(&str, Signature); 3] = [
 ];
 
 /// Optional function exports and their signatures.
-pub const OPTIONAL_EXPORTS: [(&str, Signature); 1] = [(EXPORT_ON_STOP, (&[], &[]))];
+pub const OPTIONAL_EXPORTS: [(&str, Signature); 2] = [
+    (EXPORT_ON_STOP, (&[], &[])),
+    (EXPORT_ON_BATCH, (&[ValType::I32], &[ValType::I32])),
+];
 
 /// Every host function and its signature.
 pub const HOST_FUNCTIONS: [(&str, Signature); 6] = [

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
-use dataplane_frame::{AgentId, FrameError};
-use dataplane_shard::{Agent, AgentError, Context, Message, PoolError, SendError};
+use dataplane_frame::{AgentId, FrameError, Header};
+use dataplane_shard::{Agent, AgentError, BatchOutcome, Context, Message, PoolError, SendError};
 use wasmtime::{
     Caller, Linker, Memory, PoolConcurrencyLimitError, Store, StoreLimits, StoreLimitsBuilder,
     Trap, TypedFunc, UpdateDeadline,
@@ -83,7 +83,39 @@ pub struct AgentData {
     /// When the call in progress started, in `clock`'s raw units (checked against the
     /// limit by the epoch callback). Raw, because reading it is on every message's path.
     call_start_raw: u64,
+    /// The batch in progress (`dp_on_batch`), if any.
+    batch: BatchState,
 }
+
+/// What the host functions and the epoch callback need to know about a `dp_on_batch`
+/// call: which message the guest is on (it writes the index at the inbox's start before
+/// each message), and since when.
+#[derive(Default)]
+struct BatchState {
+    /// A batch call is in progress.
+    active: bool,
+    /// The inbox address: the progress index is the `u32` there.
+    inbox: usize,
+    /// The headers of the batch's messages, in order.
+    headers: Vec<Header>,
+    /// The message the host functions last acted for (its sends are counted).
+    index: u32,
+    /// The message the epoch callback last saw, and when it first saw it.
+    seen_index: u32,
+    seen_raw: u64,
+}
+
+impl AgentData {
+    /// The progress index the guest wrote at the start of the inbox.
+    fn batch_progress(&self, memory: &[u8]) -> Option<u32> {
+        let at = self.batch.inbox;
+        let bytes = memory.get(at..at.checked_add(4)?)?;
+        Some(u32::from_le_bytes(bytes.try_into().ok()?))
+    }
+}
+
+/// Messages the host puts in one `dp_on_batch` call, at most.
+pub const BATCH_MESSAGES_MAX: usize = 32;
 
 impl std::fmt::Debug for AgentData {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -173,12 +205,49 @@ fn admit_send(data: &mut AgentData, payload_len: i32) -> Result<(), i32> {
     Ok(())
 }
 
+/// In a batch, follows the guest to the message it says it is on (the progress index):
+/// `reply` then answers that message, and its sends are counted from zero. `Err` is the
+/// code for an index outside the batch or one that went back.
+fn follow_batch(caller: &mut Caller<'_, AgentData>) -> Result<(), i32> {
+    if !caller.data().batch.active {
+        return Ok(());
+    }
+    let Some(memory) = caller.data().memory else {
+        return Err(code::INVALID);
+    };
+    let Some(index) = caller.data().batch_progress(memory.data(&*caller)) else {
+        return Err(code::INVALID);
+    };
+    let data = caller.data_mut();
+    if index == data.batch.index {
+        return Ok(());
+    }
+    let Some(header) = data.batch.headers.get(index as usize).copied() else {
+        return Err(code::INVALID);
+    };
+    if index < data.batch.index {
+        return Err(code::INVALID);
+    }
+    data.batch.index = index;
+    data.sends_left = data.sends_per_message_max;
+    if let Some(ctx) = data.ctx() {
+        ctx.set_current(&Message {
+            header,
+            payload: &[],
+        });
+    }
+    Ok(())
+}
+
 fn host_send(
     mut caller: Caller<'_, AgentData>,
     header: i32,
     payload: i32,
     payload_len: i32,
 ) -> i32 {
+    if let Err(code) = follow_batch(&mut caller) {
+        return code;
+    }
     if let Err(code) = admit_send(caller.data_mut(), payload_len) {
         return code;
     }
@@ -216,6 +285,9 @@ fn host_reply(
     let Some(performative) = abi::performative(performative) else {
         return code::INVALID;
     };
+    if let Err(code) = follow_batch(&mut caller) {
+        return code;
+    }
     if let Err(code) = admit_send(caller.data_mut(), payload_len) {
         return code;
     }
@@ -260,6 +332,7 @@ struct Live {
     memory: Memory,
     on_message: TypedFunc<i32, i32>,
     on_stop: Option<TypedFunc<(), ()>>,
+    on_batch: Option<TypedFunc<i32, i32>>,
     /// Address of the inbox in linear memory; `inbox + HEADER_BYTES + message_bytes_max`
     /// was checked to be inside memory, which never shrinks.
     inbox: usize,
@@ -345,17 +418,37 @@ impl WasmAgent {
                 .unwrap_or(u64::MAX),
             clock: self.host.clock().clone(),
             call_start_raw: 0,
+            batch: BatchState::default(),
         };
         let mut store = Store::new(self.host.engine(), data);
         store.limiter(|data| &mut data.limits);
         // The epoch only says when to look; the clock decides. A trap never comes before
         // the limit and at most one tick (plus the ticker's wake-up) after it, however
         // late or early the ticks are.
-        store.epoch_deadline_callback(|context| {
+        store.epoch_deadline_callback(|mut context| {
+            let now_raw = context.data().clock.raw();
+            let mut start_raw = context.data().call_start_raw;
+            if context.data().batch.active {
+                // Message k > 0 of a batch started at an unknown time before the tick at
+                // which the progress index first showed it: timing it from that tick is
+                // never early, and late by at most one tick.
+                let progress = context
+                    .data()
+                    .memory
+                    .and_then(|memory| context.data().batch_progress(memory.data(&context)));
+                let batch = &mut context.data_mut().batch;
+                if let Some(index) = progress {
+                    if index != batch.seen_index {
+                        batch.seen_index = index;
+                        batch.seen_raw = now_raw;
+                    }
+                }
+                if batch.seen_index > 0 {
+                    start_raw = batch.seen_raw;
+                }
+            }
             let data = context.data();
-            let elapsed_ns = data
-                .clock
-                .delta_as_nanos(data.call_start_raw, data.clock.raw());
+            let elapsed_ns = data.clock.delta_as_nanos(start_raw, now_raw);
             Ok(if elapsed_ns >= data.time_per_message_ns {
                 UpdateDeadline::Interrupt
             } else {
@@ -406,6 +499,9 @@ impl WasmAgent {
         } else {
             None
         };
+        let on_batch = instance
+            .get_typed_func::<i32, i32>(&mut store, abi::EXPORT_ON_BATCH)
+            .ok();
         store.data_mut().memory = Some(memory);
 
         let trap = |error: wasmtime::Error| WasmError::InitTrap {
@@ -437,6 +533,7 @@ impl WasmAgent {
             memory,
             on_message,
             on_stop,
+            on_batch,
             inbox,
         };
         let result = call(
@@ -459,6 +556,50 @@ impl WasmAgent {
             Err(error) => Err(trap(error)),
         }
     }
+}
+
+/// Writes the longest prefix of `messages` that fits into the inbox in the batch layout
+/// (docs/agent-abi.md) and arms the batch state; returns how many messages it wrote.
+/// A message over the agent's `message_bytes_max` ends the prefix (it then fails alone,
+/// through `on_message`).
+fn fill_batch(live: &mut Live, messages: &[Message<'_>], limits: &AgentLimits) -> usize {
+    let capacity = HEADER_BYTES + limits.message_bytes_max as usize;
+    let inbox = live.inbox;
+    let memory = live.memory.data_mut(&mut live.store);
+    let Some(area) = memory.get_mut(inbox..inbox + capacity) else {
+        return 0;
+    };
+    let mut offset = abi::BATCH_PREFIX_BYTES;
+    let mut count = 0;
+    for message in messages.iter().take(BATCH_MESSAGES_MAX) {
+        let len = message.payload.len();
+        if len > limits.message_bytes_max as usize {
+            break;
+        }
+        let end = offset + abi::batch_record_bytes(len);
+        let Some(record) = area.get_mut(offset..end) else {
+            break;
+        };
+        let (header, payload) = record.split_at_mut(HEADER_BYTES);
+        if let Ok(header) = <&mut [u8; HEADER_BYTES]>::try_from(header) {
+            abi::write_header(header, &message.header, len as u32);
+        }
+        payload[..len].copy_from_slice(message.payload);
+        offset = end;
+        count += 1;
+    }
+    area[..4].copy_from_slice(&0u32.to_le_bytes());
+    area[4..8].copy_from_slice(&(count as u32).to_le_bytes());
+    let data = live.store.data_mut();
+    data.batch.active = count >= 2;
+    data.batch.inbox = inbox;
+    data.batch.headers.clear();
+    data.batch
+        .headers
+        .extend(messages[..count].iter().map(|message| message.header));
+    data.batch.index = 0;
+    data.batch.seen_index = 0;
+    count
 }
 
 /// Runs `f` (one guest call) with the context installed for the host functions, and
@@ -567,6 +708,86 @@ impl Agent for WasmAgent {
                 // call it again. Dropping the store frees its pool slot.
                 self.live = None;
                 Err(AgentError::Crashed(Cow::Owned(trap_reason(&error, limits))))
+            }
+        }
+    }
+
+    fn batch_messages_max(&self) -> usize {
+        match &self.live {
+            Some(live) if live.on_batch.is_some() => BATCH_MESSAGES_MAX,
+            _ => 1,
+        }
+    }
+
+    fn on_batch(&mut self, messages: &[Message<'_>], ctx: &mut Context<'_>) -> BatchOutcome {
+        let limits = &self.spec.limits;
+        let Some(first) = messages.first() else {
+            return BatchOutcome {
+                handled: 0,
+                error: None,
+            };
+        };
+        let count = match self.live.as_mut() {
+            Some(live) if live.on_batch.is_some() => fill_batch(live, messages, limits),
+            _ => 0,
+        };
+        if count < 2 {
+            // Nothing to gain (or no batch export): the first message alone, as usual.
+            ctx.set_current(first);
+            return match self.on_message(first, ctx) {
+                Ok(()) => BatchOutcome {
+                    handled: 1,
+                    error: None,
+                },
+                Err(error) => BatchOutcome {
+                    handled: 0,
+                    error: Some(error),
+                },
+            };
+        }
+        let in_call = &self.in_call[self.shard % self.in_call.len()];
+        let lost = || BatchOutcome {
+            handled: 0,
+            error: Some(AgentError::Crashed("agent has no live instance".into())),
+        };
+        // `fill_batch` ran, so both exist.
+        let Some(live) = self.live.as_mut() else {
+            return lost();
+        };
+        let Some(on_batch) = &live.on_batch else {
+            return lost();
+        };
+        ctx.set_current(first);
+        // The epoch callback samples the progress index every tick (see `BatchState`).
+        let result = call(&mut live.store, in_call, ctx, true, 1, |store| {
+            on_batch.call(store, count as i32)
+        });
+        live.store.data_mut().batch.active = false;
+        let progress = live
+            .store
+            .data()
+            .batch_progress(live.memory.data(&live.store))
+            .map_or(0, |index| (index as usize).min(count - 1));
+        match result {
+            Ok(0) => BatchOutcome {
+                handled: count,
+                error: None,
+            },
+            Ok(code) => BatchOutcome {
+                handled: progress,
+                error: Some(AgentError::Failed(Cow::Owned(format!(
+                    "agent {} returned error {code}",
+                    self.id
+                )))),
+            },
+            Err(error) => {
+                // As in `on_message`: never call this instance again.
+                let reason = trap_reason(&error, limits);
+                self.live = None;
+                BatchOutcome {
+                    handled: progress,
+                    error: Some(AgentError::Crashed(Cow::Owned(reason))),
+                }
             }
         }
     }

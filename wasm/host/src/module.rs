@@ -202,7 +202,8 @@ fn check_abi(name: &str, module: &Module) -> Result<bool, WasmError> {
     }
     let mut has_on_stop = false;
     for (export, signature) in abi::OPTIONAL_EXPORTS {
-        has_on_stop |= check_function(name, module, export, signature, false)?;
+        let present = check_function(name, module, export, signature, false)?;
+        has_on_stop |= present && export == abi::EXPORT_ON_STOP;
     }
     Ok(has_on_stop)
 }

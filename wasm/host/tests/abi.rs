@@ -377,7 +377,7 @@ fn send_storm_hits_the_send_limit_and_the_mailbox_bound() {
     let counts = seen
         .iter()
         .find(|(_, f, payload)| f.contains(Flags::REPLY) && payload.len() == 12)
-        .expect("counts");
+        .unwrap_or_else(|| panic!("counts: {seen:?}"));
     let word = |at: usize| u32::from_le_bytes(counts.2[at..at + 4].try_into().expect("4"));
     let (ok, backpressure, limited) = (word(0), word(4), word(8));
     // The target's mailbox holds 1024 frames.

@@ -2,7 +2,8 @@
 //! addressee among the deployed agents and some unknown ids, performative, priority,
 //! reply flag, payload size including over the limits) to a mix of WASM agents (echo and
 //! counter in Rust and C, echo with a small `message_bytes_max`, an agent that traps,
-//! fails or loops on some payloads) and to native clients.
+//! fails or loops on some payloads, in WAT and in Rust, where it takes its messages in
+//! batches) and to native clients.
 //!
 //! The properties: every accepted message is delivered to its client addressee exactly
 //! once, or answered exactly once (with what its addressee's code answers, or with a
@@ -136,6 +137,8 @@ struct Modules {
     counter_rust: Arc<AgentModule>,
     counter_c: Arc<AgentModule>,
     fragile: Arc<AgentModule>,
+    /// The same rules in Rust: it takes messages in batches (`dp_on_batch`).
+    fragile_rust: Arc<AgentModule>,
 }
 
 /// The agents of one case.
@@ -171,7 +174,21 @@ fn world(host: &Host, modules: &Modules) -> World {
         time_per_message: std::time::Duration::from_millis(1),
         ..AgentLimits::default()
     };
-    let wasm: [(&str, usize, &Arc<AgentModule>, AgentLimits, Kind); 9] = [
+    let wasm: [(&str, usize, &Arc<AgentModule>, AgentLimits, Kind); 11] = [
+        (
+            "batched",
+            0,
+            &modules.fragile_rust,
+            AgentLimits::default(),
+            Kind::Fragile { spins: false },
+        ),
+        (
+            "batched",
+            1,
+            &modules.fragile_rust,
+            AgentLimits::default(),
+            Kind::Fragile { spins: false },
+        ),
         (
             "echo",
             0,
@@ -253,7 +270,7 @@ fn world(host: &Host, modules: &Modules) -> World {
     }
 }
 
-const TARGETS: usize = CLIENTS + 9 + 2;
+const TARGETS: usize = CLIENTS + 11 + 2;
 
 /// A message that was sent, as it was sent.
 struct Sent {
@@ -560,9 +577,12 @@ fn every_accepted_message_is_delivered_or_answered_exactly_once() {
         counter_rust: load(&host, "counter_rust", dataplane_guests::COUNTER_RUST),
         counter_c: load(&host, "counter_c", dataplane_guests::COUNTER_C),
         fragile: load(&host, "fragile", FRAGILE.as_bytes()),
+        fragile_rust: load(&host, "fragile_rust", dataplane_guests::FRAGILE_RUST),
     };
     let config = Config {
-        cases: 48,
+        // 96: with the two batched agents among 17 targets, 48 cases (the earlier
+        // count) met no full mailbox on a local send; 96 meet a few.
+        cases: 96,
         failure_persistence: None,
         ..Config::default()
     };

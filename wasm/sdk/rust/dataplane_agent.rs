@@ -36,7 +36,8 @@
 //! export_agent!(Echo);
 //! ```
 //!
-//! The macro defines the exports `dp_inbox`, `dp_init`, `dp_on_message` and `dp_on_stop`,
+//! The macro defines the exports `dp_inbox`, `dp_init`, `dp_on_message`, `dp_on_batch`
+//! (several messages per call, docs/agent-abi.md "Batches") and `dp_on_stop`,
 //! keeps the agent in a static, and hands each call a [`Message`] view of the inbox: the
 //! header parsed into a [`Header`] (48 bytes, little-endian), the payload borrowed in
 //! place. Nothing is allocated per message and nothing is formatted.
@@ -870,6 +871,65 @@ pub mod rt {
         }
     }
 
+    /// `dp_on_batch(count)`: `count` messages laid out after an 8-byte prefix, each its
+    /// header, its payload and padding to 8. Before each message the progress index (the
+    /// prefix's first `u32`) is set to its position, so the host knows which message a
+    /// `reply` answers and which one failed. Stops at the first error and returns its
+    /// code; the host keeps the messages after it.
+    pub fn batch<A: Agent>(slot: &mut Option<A>, count: i32) -> i32 {
+        let agent = match slot.as_mut() {
+            Some(agent) => agent,
+            None => return sdk_code::NOT_INITIALIZED,
+        };
+        // SAFETY: plain reads of the static (see `inbox`).
+        let (address, capacity) = unsafe { (RT.inbox, RT.capacity) };
+        if address.is_null() || capacity < BATCH_PREFIX_BYTES {
+            return sdk_code::NO_INBOX;
+        }
+        // SAFETY: the records start after the prefix, inside the `capacity` bytes reserved
+        // for the inbox; the host filled them before this call and writes nothing during
+        // it. The prefix, which this function writes, is not part of the slice.
+        let records = unsafe {
+            core::slice::from_raw_parts(
+                address.add(BATCH_PREFIX_BYTES),
+                capacity - BATCH_PREFIX_BYTES,
+            )
+        };
+        let progress = address.cast::<u32>();
+        let mut offset = 0usize;
+        for index in 0..count.max(0) as u32 {
+            // SAFETY: the inbox is 8-byte aligned and at least 8 bytes long (checked
+            // above); nothing else refers to its first word during this call.
+            unsafe { core::ptr::write_volatile(progress, index) };
+            let header = match records
+                .get(offset..offset + HEADER_BYTES)
+                .and_then(|head| head.try_into().ok())
+                .and_then(Header::parse)
+            {
+                Some(header) => header,
+                None => return sdk_code::BAD_HEADER,
+            };
+            let len = header.payload_len as usize;
+            let start = offset + HEADER_BYTES;
+            let payload = match start
+                .checked_add(len)
+                .and_then(|end| records.get(start..end))
+            {
+                Some(payload) => payload,
+                None => return sdk_code::BAD_HEADER,
+            };
+            if let Err(code) = agent.on_message(&Message::new(header, payload)) {
+                return nonzero(code);
+            }
+            // In bounds: the payload is, and the padding is less than 8 bytes.
+            offset = start + len + (8 - len % 8) % 8;
+        }
+        0
+    }
+
+    /// Bytes before the first message of a batch: progress index, count.
+    const BATCH_PREFIX_BYTES: usize = 8;
+
     /// `dp_on_stop()`.
     pub fn stop<A: Agent>(slot: &mut Option<A>) {
         if let Some(agent) = slot.as_mut() {
@@ -879,7 +939,7 @@ pub mod rt {
 }
 
 /// Defines the module's exports for the agent type `$agent` (which implements
-/// [`Agent`]): `dp_inbox`, `dp_init`, `dp_on_message` and `dp_on_stop`. The instance
+/// [`Agent`]): `dp_inbox`, `dp_init`, `dp_on_message`, `dp_on_batch` and `dp_on_stop`. The instance
 /// lives in a static. Use it once, at the crate root of a `cdylib`.
 #[macro_export]
 macro_rules! export_agent {
@@ -905,6 +965,13 @@ macro_rules! export_agent {
                 // SAFETY: as in `dp_init`: calls never overlap, one thread.
                 let slot = unsafe { &mut *::core::ptr::addr_of_mut!(DP_AGENT) };
                 $crate::rt::message::<$agent>(slot, payload_len)
+            }
+
+            #[export_name = "dp_on_batch"]
+            extern "C" fn dp_on_batch(count: i32) -> i32 {
+                // SAFETY: as in `dp_init`: calls never overlap, one thread.
+                let slot = unsafe { &mut *::core::ptr::addr_of_mut!(DP_AGENT) };
+                $crate::rt::batch::<$agent>(slot, count)
             }
 
             #[export_name = "dp_on_stop"]

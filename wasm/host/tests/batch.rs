@@ -1,0 +1,186 @@
+//! Messages delivered in batches (`dp_on_batch`, which the Rust SDK exports): each message
+//! is answered by its own reply, in order; an error or a trap inside a batch fails that
+//! message only, and the messages after it are kept and delivered once; the time limit
+//! and the send budget apply to each message, not to the batch. The agent is the Rust
+//! `fragile` example (the rules of the WAT fixture `FRAGILE`).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{fragile_reply, host, time_limit_ms, Bench, Received};
+use dataplane_frame::{AgentId, Flags, Performative};
+use dataplane_shard::{AgentState, RestartPolicy};
+use dataplane_wasm::AgentLimits;
+
+const TRAP_TEXT: &str = "agent crashed: wasm trap: wasm `unreachable` instruction executed";
+
+fn fragile_bench(limits: AgentLimits) -> (Bench, AgentId) {
+    let mut bench = Bench::with(host(), RestartPolicy::DEFAULT);
+    let module = bench.module("fragile_rust", dataplane_guests::FRAGILE_RUST);
+    let fragile = bench
+        .deploy("fragile", &module, limits, "")
+        .expect("deploy");
+    (bench, fragile)
+}
+
+/// `(correlation id, count, payload)` of the fragile agent's replies, or panics on
+/// anything else.
+fn counted(seen: &[Received]) -> Vec<(u64, u64, String)> {
+    seen.iter()
+        .map(|m| {
+            assert_eq!(m.header.performative, Performative::Inform, "{m:?}");
+            assert_eq!(m.header.flags, Flags::REPLY);
+            let (count, payload) = fragile_reply(&m.payload);
+            (
+                m.header.correlation_id,
+                count,
+                String::from_utf8_lossy(payload).into_owned(),
+            )
+        })
+        .collect()
+}
+
+fn batches(bench: &mut Bench) -> u64 {
+    bench.mesh.shard_of(bench.me).stats().batches
+}
+
+#[test]
+fn a_batch_answers_each_message_with_its_own_reply_in_order() {
+    let (mut b, fragile) = fragile_bench(AgentLimits::default());
+    let sent: Vec<(u64, String)> = (0..70)
+        .map(|n| {
+            let payload = format!("m{n}");
+            (
+                b.send(fragile, Performative::Request, payload.as_bytes()),
+                payload,
+            )
+        })
+        .collect();
+    b.mesh.run();
+    let expected: Vec<(u64, u64, String)> = sent
+        .into_iter()
+        .zip(1..)
+        .map(|((correlation, payload), count)| (correlation, count, payload))
+        .collect();
+    assert_eq!(counted(&b.take()), expected);
+    assert!(batches(&mut b) >= 2, "70 queued messages went in batches");
+    b.assert_neighbour_serves();
+}
+
+#[test]
+fn an_error_inside_a_batch_fails_that_message_only() {
+    let (mut b, fragile) = fragile_bench(AgentLimits::default());
+    let a = b.send(fragile, Performative::Request, b"a");
+    let bb = b.send(fragile, Performative::Request, b"b");
+    let failing = b.send(fragile, Performative::Request, b"#no");
+    let c = b.send(fragile, Performative::Request, b"c");
+    let d = b.send(fragile, Performative::Request, b"d");
+    b.mesh.run();
+    let seen = b.take();
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert_eq!(
+        counted(&seen[..2]),
+        [(a, 1, "a".into()), (bb, 2, "b".into())]
+    );
+    assert!(seen[2].is_failure(), "{:?}", seen[2]);
+    assert_eq!(seen[2].header.correlation_id, failing);
+    assert!(
+        seen[2].text().ends_with("returned error 5"),
+        "{}",
+        seen[2].text()
+    );
+    // Not a crash: the same instance goes on (the failing message was counted too).
+    assert_eq!(
+        counted(&seen[3..]),
+        [(c, 4, "c".into()), (d, 5, "d".into())]
+    );
+    let status = b.mesh.status(fragile).expect("deployed");
+    assert_eq!((status.state, status.restarts), (AgentState::Running, 0));
+    assert!(batches(&mut b) >= 2);
+}
+
+#[test]
+fn a_trap_inside_a_batch_restarts_the_agent_and_keeps_the_messages_after_it() {
+    let (mut b, fragile) = fragile_bench(AgentLimits::default());
+    let a = b.send(fragile, Performative::Request, b"a");
+    let bb = b.send(fragile, Performative::Request, b"b");
+    let trap = b.send(fragile, Performative::Request, b"!boom");
+    let c = b.send(fragile, Performative::Request, b"c");
+    let d = b.send(fragile, Performative::Request, b"d");
+    b.mesh.run();
+    let seen = b.take();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(
+        counted(&seen[..2]),
+        [(a, 1, "a".into()), (bb, 2, "b".into())]
+    );
+    assert!(seen[2].is_failure());
+    assert_eq!(seen[2].header.correlation_id, trap);
+    assert_eq!(seen[2].text(), TRAP_TEXT);
+    let status = b.mesh.status(fragile).expect("deployed");
+    assert!(matches!(status.state, AgentState::Restarting { .. }));
+    assert_eq!(
+        status.queued_frames, 2,
+        "the messages after the trap are kept"
+    );
+    b.assert_neighbour_serves();
+
+    b.run_to_next_timer();
+    // A fresh instance: its count starts again. Each kept message once, in order.
+    assert_eq!(counted(&b.take()), [(c, 1, "c".into()), (d, 2, "d".into())]);
+    let status = b.mesh.status(fragile).expect("deployed");
+    assert_eq!((status.state, status.restarts), (AgentState::Running, 1));
+}
+
+#[test]
+fn a_loop_inside_a_batch_is_interrupted_at_its_own_limit() {
+    let (mut b, fragile) = fragile_bench(time_limit_ms(5));
+    let a = b.send(fragile, Performative::Request, b"a");
+    let spin = b.send(fragile, Performative::Request, b"?spin");
+    let after = b.send(fragile, Performative::Request, b"after");
+    let started = Instant::now();
+    b.mesh.run();
+    let took = started.elapsed();
+    // Never early; how late is the interrupt suite's business, not a timed test's.
+    assert!(
+        took >= Duration::from_millis(5),
+        "interrupted after {took:?}"
+    );
+    assert!(took < Duration::from_secs(5), "interrupted after {took:?}");
+    let seen = b.take();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(counted(&seen[..1]), [(a, 1, "a".into())]);
+    assert!(seen[1].is_failure());
+    assert_eq!(seen[1].header.correlation_id, spin);
+    assert_eq!(
+        seen[1].text(),
+        "agent crashed: wasm trap: interrupt (time_per_message_ms of 5 ms exceeded)"
+    );
+    b.assert_neighbour_serves();
+    b.run_to_next_timer();
+    assert_eq!(counted(&b.take()), [(after, 1, "after".into())]);
+}
+
+#[test]
+fn each_message_of_a_batch_has_its_own_send_budget() {
+    // One send per message: a budget shared by the batch would refuse the second reply.
+    let (mut b, fragile) = fragile_bench(AgentLimits {
+        sends_per_message_max: 1,
+        ..AgentLimits::default()
+    });
+    let sent: Vec<u64> = (0..10)
+        .map(|n| b.send(fragile, Performative::Request, format!("{n}").as_bytes()))
+        .collect();
+    b.mesh.run();
+    let seen = counted(&b.take());
+    assert_eq!(seen.len(), 10);
+    for ((correlation, count, payload), (n, sent)) in seen.into_iter().zip(sent.iter().enumerate())
+    {
+        assert_eq!(
+            (correlation, count, payload),
+            (*sent, n as u64 + 1, n.to_string())
+        );
+    }
+    assert!(batches(&mut b) >= 1);
+}
