@@ -820,6 +820,11 @@ impl Shard {
                 .agent_burst_messages
                 .min(budget_messages - handled)
                 .max(1);
+            // Asked once per turn (the agent is the same all turn; a crash ends the turn).
+            let batch_max = match &self.slots[index as usize].agent {
+                Some(agent) => agent.batch_messages_max(),
+                None => 1,
+            };
             let mut taken = 0;
             while taken < burst {
                 let slot = &mut self.slots[index as usize];
@@ -827,13 +832,13 @@ impl Shard {
                 if !slot.state.dispatches() {
                     break;
                 }
-                let batch_max = match (&slot.agent, slot.state) {
-                    (Some(agent), Life::Running) => agent.batch_messages_max(),
-                    _ => 1,
+                let batch = if batch_max > 1 && slot.state == Life::Running {
+                    batch_max
+                        .min(burst - taken)
+                        .min(slot.mailbox.len_class(class))
+                } else {
+                    1
                 };
-                let batch = batch_max
-                    .min(burst - taken)
-                    .min(slot.mailbox.len_class(class));
                 if batch >= 2 {
                     let done = self.dispatch_batch(index, class, batch, now_ns);
                     taken += done;
