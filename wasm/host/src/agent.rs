@@ -365,10 +365,11 @@ impl WasmAgent {
     /// An agent `id` running `spec`, not yet instantiated.
     pub fn new(host: &Host, id: AgentId, spec: AgentSpec) -> WasmAgent {
         let tick_ns = host.epoch_tick().as_nanos().max(1);
-        // The first look at the clock comes after `limit / tick` ticks (the first tick
-        // may come at once, so a little before the limit); the callback then looks once
-        // a tick until the limit has passed.
-        let deadline_ticks = u64::try_from(spec.limits.time_per_message.as_nanos() / tick_ns)
+        // The first look at the clock comes after half the limit in ticks; the callback
+        // then looks once a tick until the limit has passed. Ticks come late (the
+        // ticker's wake-up), so a first look after the whole limit in ticks would come
+        // late by that lateness times the number of ticks.
+        let deadline_ticks = u64::try_from(spec.limits.time_per_message.as_nanos() / tick_ns / 2)
             .unwrap_or(u64::MAX)
             .max(1);
         WasmAgent {
