@@ -118,14 +118,7 @@ pub trait Agent: 'static {
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 self.on_message(message, ctx)
             }))
-            .unwrap_or_else(|payload| {
-                let reason = payload
-                    .downcast_ref::<&str>()
-                    .map(|text| (*text).to_owned())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "panic".to_owned());
-                Err(AgentError::Crashed(reason.into()))
-            });
+            .unwrap_or_else(|payload| Err(AgentError::Crashed(panic_reason(&*payload).into())));
             if let Err(error) = result {
                 return BatchOutcome {
                     handled,
@@ -138,6 +131,16 @@ pub trait Agent: 'static {
             error: None,
         }
     }
+}
+
+/// The text a panic was raised with (`"panic"` if it was not a string): the reason of the
+/// [`AgentError::Crashed`] a caught panic becomes.
+pub(crate) fn panic_reason(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_owned())
 }
 
 /// How far [`Agent::on_batch`] got through its messages.

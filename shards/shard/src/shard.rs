@@ -26,7 +26,7 @@ use std::panic::{self, AssertUnwindSafe};
 
 use dataplane_frame::{AgentId, Flags, FrameError, Header, Performative, Priority};
 
-use crate::agent::{Agent, AgentError, BatchOutcome, Message};
+use crate::agent::{panic_reason, Agent, AgentError, BatchOutcome, Message};
 use crate::mailbox::{Mailbox, ReadyLists, CLASSES};
 use crate::pool::{FrameHandle, FramePool, PoolError, Released, RETURN_BATCH_EXTRA_MAX};
 use crate::restart::{format_ns, AgentState, AgentStatus, CrashHistory, RestartPolicy, Verdict};
@@ -1345,13 +1345,8 @@ impl Shard {
         };
         let result = panic::catch_unwind(AssertUnwindSafe(|| f(agent, &mut ctx))).unwrap_or_else(
             |payload| {
-                let reason = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "panic".to_owned());
                 self.stats.handler_panics += 1;
-                Err(AgentError::Crashed(reason.into()))
+                Err(AgentError::Crashed(panic_reason(&*payload).into()))
             },
         );
         self.running = outer;
