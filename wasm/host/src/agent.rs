@@ -649,6 +649,25 @@ fn trap_reason(error: &wasmtime::Error, limits: &AgentLimits) -> String {
 }
 
 impl WasmAgent {
+    /// What a guest call's result means for the message (or the batch's failing one): a
+    /// non-zero code fails it, a trap crashes the agent.
+    fn outcome(&mut self, result: wasmtime::Result<i32>) -> Result<(), AgentError> {
+        match result {
+            Ok(0) => Ok(()),
+            Ok(code) => Err(AgentError::Failed(Cow::Owned(format!(
+                "agent {} returned error {code}",
+                self.id
+            )))),
+            Err(error) => {
+                // The instance may be half-way through an update of its state: never
+                // call it again. Dropping the store frees its pool slot.
+                self.live = None;
+                let reason = trap_reason(&error, &self.spec.limits);
+                Err(AgentError::Crashed(Cow::Owned(reason)))
+            }
+        }
+    }
+
     fn in_call(&self) -> &AtomicBool {
         &self.in_call[self.shard % self.in_call.len()]
     }
@@ -698,19 +717,7 @@ impl Agent for WasmAgent {
             self.deadline_ticks,
             |store| on_message.call(store, payload.len() as i32),
         );
-        match result {
-            Ok(0) => Ok(()),
-            Ok(code) => Err(AgentError::Failed(Cow::Owned(format!(
-                "agent {} returned error {code}",
-                self.id
-            )))),
-            Err(error) => {
-                // The instance may be half-way through an update of its state: never
-                // call it again. Dropping the store frees its pool slot.
-                self.live = None;
-                Err(AgentError::Crashed(Cow::Owned(trap_reason(&error, limits))))
-            }
-        }
+        self.outcome(result)
     }
 
     fn batch_messages_max(&self) -> usize {
@@ -769,27 +776,16 @@ impl Agent for WasmAgent {
             .data()
             .batch_progress(live.memory.data(&live.store))
             .map_or(0, |index| (index as usize).min(count - 1));
-        match result {
-            Ok(0) => BatchOutcome {
+        match self.outcome(result) {
+            Ok(()) => BatchOutcome {
                 handled: count,
                 error: None,
             },
-            Ok(code) => BatchOutcome {
+            // The failure is the message the progress index names.
+            Err(error) => BatchOutcome {
                 handled: progress,
-                error: Some(AgentError::Failed(Cow::Owned(format!(
-                    "agent {} returned error {code}",
-                    self.id
-                )))),
+                error: Some(error),
             },
-            Err(error) => {
-                // As in `on_message`: never call this instance again.
-                let reason = trap_reason(&error, limits);
-                self.live = None;
-                BatchOutcome {
-                    handled: progress,
-                    error: Some(AgentError::Crashed(Cow::Owned(reason))),
-                }
-            }
         }
     }
 
