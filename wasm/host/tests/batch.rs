@@ -8,37 +8,20 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{fragile_reply, host, time_limit_ms, Bench, Received};
-use dataplane_frame::{AgentId, Flags, Performative};
+use common::{counted, fragile_bench, host, time_limit_ms, Bench};
+use dataplane_frame::{AgentId, Performative};
 use dataplane_shard::{AgentState, RestartPolicy};
 use dataplane_wasm::AgentLimits;
 
 const TRAP_TEXT: &str = "agent crashed: wasm trap: wasm `unreachable` instruction executed";
 
-fn fragile_bench(limits: AgentLimits) -> (Bench, AgentId) {
-    let mut bench = Bench::with(host(), RestartPolicy::DEFAULT);
-    let module = bench.module("fragile_rust", dataplane_guests::FRAGILE_RUST);
-    let fragile = bench
-        .deploy("fragile", &module, limits, "")
-        .expect("deploy");
-    (bench, fragile)
-}
-
-/// `(correlation id, count, payload)` of the fragile agent's replies, or panics on
-/// anything else.
-fn counted(seen: &[Received]) -> Vec<(u64, u64, String)> {
-    seen.iter()
-        .map(|m| {
-            assert_eq!(m.header.performative, Performative::Inform, "{m:?}");
-            assert_eq!(m.header.flags, Flags::REPLY);
-            let (count, payload) = fragile_reply(&m.payload);
-            (
-                m.header.correlation_id,
-                count,
-                String::from_utf8_lossy(payload).into_owned(),
-            )
-        })
-        .collect()
+fn fragile(limits: AgentLimits) -> (Bench, AgentId) {
+    fragile_bench(
+        host(),
+        RestartPolicy::DEFAULT,
+        dataplane_guests::FRAGILE_RUST,
+        limits,
+    )
 }
 
 fn batches(bench: &mut Bench) -> u64 {
@@ -47,7 +30,7 @@ fn batches(bench: &mut Bench) -> u64 {
 
 #[test]
 fn a_batch_answers_each_message_with_its_own_reply_in_order() {
-    let (mut b, fragile) = fragile_bench(AgentLimits::default());
+    let (mut b, fragile) = fragile(AgentLimits::default());
     let sent: Vec<(u64, String)> = (0..70)
         .map(|n| {
             let payload = format!("m{n}");
@@ -70,7 +53,7 @@ fn a_batch_answers_each_message_with_its_own_reply_in_order() {
 
 #[test]
 fn an_error_inside_a_batch_fails_that_message_only() {
-    let (mut b, fragile) = fragile_bench(AgentLimits::default());
+    let (mut b, fragile) = fragile(AgentLimits::default());
     let a = b.send(fragile, Performative::Request, b"a");
     let bb = b.send(fragile, Performative::Request, b"b");
     let failing = b.send(fragile, Performative::Request, b"#no");
@@ -102,7 +85,7 @@ fn an_error_inside_a_batch_fails_that_message_only() {
 
 #[test]
 fn a_trap_inside_a_batch_restarts_the_agent_and_keeps_the_messages_after_it() {
-    let (mut b, fragile) = fragile_bench(AgentLimits::default());
+    let (mut b, fragile) = fragile(AgentLimits::default());
     let a = b.send(fragile, Performative::Request, b"a");
     let bb = b.send(fragile, Performative::Request, b"b");
     let trap = b.send(fragile, Performative::Request, b"!boom");
@@ -135,7 +118,7 @@ fn a_trap_inside_a_batch_restarts_the_agent_and_keeps_the_messages_after_it() {
 
 #[test]
 fn a_loop_inside_a_batch_is_interrupted_at_its_own_limit() {
-    let (mut b, fragile) = fragile_bench(time_limit_ms(5));
+    let (mut b, fragile) = fragile(time_limit_ms(5));
     let a = b.send(fragile, Performative::Request, b"a");
     let spin = b.send(fragile, Performative::Request, b"?spin");
     let after = b.send(fragile, Performative::Request, b"after");
@@ -165,7 +148,7 @@ fn a_loop_inside_a_batch_is_interrupted_at_its_own_limit() {
 #[test]
 fn each_message_of_a_batch_has_its_own_send_budget() {
     // One send per message: a budget shared by the batch would refuse the second reply.
-    let (mut b, fragile) = fragile_bench(AgentLimits {
+    let (mut b, fragile) = fragile(AgentLimits {
         sends_per_message_max: 1,
         ..AgentLimits::default()
     });

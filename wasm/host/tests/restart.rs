@@ -9,10 +9,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    fragile_reply, header, host, load, time_limit_ms, wasm_agent, Bench, Mesh, Received, FRAGILE,
-    MS,
+    counted, fragile_bench, fragile_reply, header, host, load, time_limit_ms, wasm_agent, Bench,
+    Mesh, Received, FRAGILE, MS,
 };
-use dataplane_frame::{AgentId, Flags, Performative};
+use dataplane_frame::{AgentId, Performative};
 use dataplane_guests::fixtures;
 use dataplane_shard::{AgentState, RestartPolicy};
 use dataplane_wasm::{AgentLimits, Host, HostConfig};
@@ -28,36 +28,14 @@ fn policy(max_restarts: u32, window_ns: u64) -> RestartPolicy {
     }
 }
 
-/// A bench with the fragile counter deployed as `fragile` under `limits`.
-fn fragile_bench(host: Host, policy: RestartPolicy, limits: AgentLimits) -> (Bench, AgentId) {
-    let mut bench = Bench::with(host, policy);
-    let module = bench.module("fragile", FRAGILE.as_bytes());
-    let fragile = bench
-        .deploy("fragile", &module, limits, "")
-        .expect("deploy");
-    (bench, fragile)
-}
-
-/// `(correlation id, count, payload)` of the fragile agent's echo replies, or panics on
-/// anything else.
-fn counted(seen: &[Received]) -> Vec<(u64, u64, String)> {
-    seen.iter()
-        .map(|m| {
-            assert_eq!(m.header.performative, Performative::Inform, "{m:?}");
-            assert_eq!(m.header.flags, Flags::REPLY);
-            let (count, payload) = fragile_reply(&m.payload);
-            (
-                m.header.correlation_id,
-                count,
-                String::from_utf8_lossy(payload).into_owned(),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn a_trap_answers_the_sender_and_the_fresh_instance_gets_the_kept_messages_in_order() {
-    let (mut b, fragile) = fragile_bench(host(), RestartPolicy::DEFAULT, AgentLimits::default());
+    let (mut b, fragile) = fragile_bench(
+        host(),
+        RestartPolicy::DEFAULT,
+        FRAGILE.as_bytes(),
+        AgentLimits::default(),
+    );
     let a = b.send(fragile, Performative::Request, b"a");
     let bb = b.send(fragile, Performative::Request, b"b");
     b.mesh.run();
@@ -128,7 +106,12 @@ fn a_trap_answers_the_sender_and_the_fresh_instance_gets_the_kept_messages_in_or
 
 #[test]
 fn an_error_code_is_not_a_crash() {
-    let (mut b, fragile) = fragile_bench(host(), RestartPolicy::DEFAULT, AgentLimits::default());
+    let (mut b, fragile) = fragile_bench(
+        host(),
+        RestartPolicy::DEFAULT,
+        FRAGILE.as_bytes(),
+        AgentLimits::default(),
+    );
     b.send(fragile, Performative::Request, b"a");
     let failing = b.send(fragile, Performative::Request, b"#nope");
     b.send(fragile, Performative::Request, b"b");
@@ -210,7 +193,12 @@ fn a_trap_storm_stops_the_agent_and_answers_everything_exactly_once() {
 
 #[test]
 fn a_looping_agent_is_interrupted_restarted_and_its_neighbour_keeps_serving() {
-    let (mut b, fragile) = fragile_bench(host(), RestartPolicy::DEFAULT, time_limit_ms(5));
+    let (mut b, fragile) = fragile_bench(
+        host(),
+        RestartPolicy::DEFAULT,
+        FRAGILE.as_bytes(),
+        time_limit_ms(5),
+    );
     let a = b.send(fragile, Performative::Request, b"a");
     let spin = b.send(fragile, Performative::Request, b"?spin");
     let after = b.send(fragile, Performative::Request, b"after");
@@ -343,7 +331,12 @@ fn a_restart_whose_init_traps_is_another_crash_with_a_longer_backoff() {
 
 #[test]
 fn crashes_spread_wider_than_the_window_never_stop_the_agent() {
-    let (mut b, fragile) = fragile_bench(host(), policy(1, 10 * MS), AgentLimits::default());
+    let (mut b, fragile) = fragile_bench(
+        host(),
+        policy(1, 10 * MS),
+        FRAGILE.as_bytes(),
+        AgentLimits::default(),
+    );
     for round in 1..=5u32 {
         b.mesh.now_ns += 20 * MS;
         assert_eq!(b.failure(fragile, b"!"), TRAP_TEXT);
@@ -373,7 +366,12 @@ fn restarts_give_the_pool_slot_back() {
         ..HostConfig::default()
     })
     .expect("host");
-    let (mut b, fragile) = fragile_bench(host, policy(1000, 1000 * MS), AgentLimits::default());
+    let (mut b, fragile) = fragile_bench(
+        host,
+        policy(1000, 1000 * MS),
+        FRAGILE.as_bytes(),
+        AgentLimits::default(),
+    );
     for round in 1..=40u32 {
         assert_eq!(b.failure(fragile, b"!"), TRAP_TEXT);
         b.run_to_next_timer();

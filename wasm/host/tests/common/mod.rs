@@ -466,6 +466,39 @@ pub fn fragile_reply(payload: &[u8]) -> (u64, &[u8]) {
     (u64::from_le_bytes(count.try_into().expect("8 bytes")), rest)
 }
 
+/// A bench with a fragile agent (`module`: [`FRAGILE`]'s WAT, or the Rust `fragile`
+/// example, which takes batches) deployed as `fragile` under `limits`.
+pub fn fragile_bench(
+    host: Host,
+    policy: RestartPolicy,
+    module: &[u8],
+    limits: AgentLimits,
+) -> (Bench, AgentId) {
+    let mut bench = Bench::with(host, policy);
+    let module = bench.module("fragile", module);
+    let fragile = bench
+        .deploy("fragile", &module, limits, "")
+        .expect("deploy");
+    (bench, fragile)
+}
+
+/// `(correlation id, count, payload)` of a fragile agent's echo replies, or panics on
+/// anything else.
+pub fn counted(seen: &[Received]) -> Vec<(u64, u64, String)> {
+    seen.iter()
+        .map(|m| {
+            assert_eq!(m.header.performative, Performative::Inform, "{m:?}");
+            assert_eq!(m.header.flags, Flags::REPLY);
+            let (count, payload) = fragile_reply(&m.payload);
+            (
+                m.header.correlation_id,
+                count,
+                String::from_utf8_lossy(payload).into_owned(),
+            )
+        })
+        .collect()
+}
+
 /// What guests logged, captured by [`capture_logs`]: `(level, message)`.
 pub type Logs = Arc<Mutex<Vec<(tracing::Level, String)>>>;
 
