@@ -167,3 +167,46 @@ fn each_message_of_a_batch_has_its_own_send_budget() {
     }
     assert!(batches(&mut b) >= 1);
 }
+
+/// A batch agent that lies about its progress: before replying it writes index 99 (past
+/// the batch) at the inbox, then returns the reply's code.
+const LIAR: &str = r#"(module
+  (import "dataplane_v1" "reply" (func $reply (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (func (export "dp_inbox") (param i32) (result i32) (i32.const 65536))
+  (func (export "dp_init") (param i32) (result i32) (i32.const 0))
+  (func (export "dp_on_message") (param i32) (result i32) (i32.const 0))
+  (func (export "dp_on_batch") (param i32) (result i32)
+    (i32.store (i32.const 65536) (i32.const 99))
+    (call $reply (i32.const 1) (i32.const 0) (i32.const 0))))"#;
+
+#[test]
+fn a_progress_index_outside_the_batch_is_refused_and_loses_nothing() {
+    let mut b = Bench::with(host(), RestartPolicy::DEFAULT);
+    let module = b.module("liar", LIAR.as_bytes());
+    let liar = b
+        .deploy("liar", &module, AgentLimits::default(), "")
+        .expect("deploy");
+    let sent: Vec<u64> = (0..3)
+        .map(|n| b.send(liar, Performative::Request, &[n]))
+        .collect();
+    b.mesh.run();
+    let seen = b.take();
+    // The reply is refused (-1, invalid), so the call fails; the host clamps the index
+    // to the batch's last message, which gets the failure. The earlier ones count as
+    // handled (the agent chose not to answer them). Each message once, none lost.
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].is_failure());
+    assert_eq!(seen[0].header.correlation_id, sent[2]);
+    assert!(
+        seen[0].text().ends_with("returned error -1"),
+        "{}",
+        seen[0].text()
+    );
+    let status = b.mesh.status(liar).expect("deployed");
+    assert_eq!(
+        (status.state, status.queued_frames),
+        (AgentState::Running, 0)
+    );
+    b.assert_neighbour_serves();
+}
