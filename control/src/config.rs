@@ -17,7 +17,7 @@ use crate::raw::{
 };
 use crate::types::{
     AgentId, AgentKind, CacheDir, CpuList, IdlePolicy, ModuleSource, ParseValueError, PowerOfTwo,
-    ShardCount, WasmProfiling,
+    ShardCount, TickerPace, WasmProfiling,
 };
 
 /// The node's whole configuration, every rule checked.
@@ -125,6 +125,10 @@ pub struct WasmConfig {
     /// How often the epoch advances, in microseconds; time limits are enforced to within
     /// one tick. Default: 500. Range: 10 to 100000 (100 ms).
     pub epoch_tick_us: NonZeroU64,
+    /// When the epoch ticker takes its fast pace (half a tick), which batches need:
+    /// `adaptive` (while batches run or wait; an idle node stays quiet) or `fast`
+    /// (always; batches from the first message after a quiet spell). Default: `adaptive`.
+    pub ticker_pace: TickerPace,
     /// Where compiled modules are cached: `auto` (the user's cache directory, see
     /// [`WasmConfig::cache_dir_path`]) or a directory; `None` (`null`) compiles every
     /// module at every start. Default: `auto`.
@@ -732,6 +736,7 @@ fn wasm(raw: &RawWasm) -> Result<WasmConfig, ConfigError> {
             None => None,
             Some(text) => Some(parsed_with("wasm.cache_dir", text, CacheDir::from_str)?),
         },
+        ticker_pace: parsed("wasm.ticker_pace", &raw.ticker_pace)?,
         profiling: parsed("wasm.profiling", &raw.profiling)?,
         restart: restart(&raw.restart)?,
         agent_defaults: agent_defaults(&raw.agent_defaults)?,

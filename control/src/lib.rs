@@ -59,7 +59,7 @@ pub use error::ConfigError;
 pub use overrides::Overrides;
 pub use types::{
     AgentId, AgentKind, CacheDir, CpuList, IdlePolicy, ModuleSource, ParseValueError, PowerOfTwo,
-    ShardCount, WasmProfiling,
+    ShardCount, TickerPace, WasmProfiling,
 };
 
 use raw::RawConfig;

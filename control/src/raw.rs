@@ -12,7 +12,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 use crate::limits::{self, Bounds};
-use crate::types::{IdlePolicy, ShardCount, WasmProfiling};
+use crate::types::{IdlePolicy, ShardCount, TickerPace, WasmProfiling};
 
 /// The text of one YAML scalar exactly as written (`0x10` stays `0x10`), whatever its
 /// YAML type; validation parses numbers as plain decimal.
@@ -157,6 +157,7 @@ pub(crate) struct RawWasm {
     pub(crate) memory_bytes_max: Field,
     pub(crate) memory_reservation_bytes: Option<Scalar>,
     pub(crate) epoch_tick_us: Field,
+    pub(crate) ticker_pace: Field,
     pub(crate) cache_dir: Option<Scalar>,
     pub(crate) profiling: Field,
     pub(crate) restart: RawRestart,
@@ -170,6 +171,7 @@ impl Default for RawWasm {
             memory_bytes_max: default_of(limits::WASM_MEMORY_BYTES_MAX),
             memory_reservation_bytes: None,
             epoch_tick_us: default_of(limits::WASM_EPOCH_TICK_US),
+            ticker_pace: Some(Scalar::from(TickerPace::default())),
             cache_dir: Some(Scalar::from(limits::WASM_CACHE_DIR_DEFAULT)),
             profiling: Some(Scalar::from(WasmProfiling::default())),
             restart: RawRestart::default(),

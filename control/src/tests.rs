@@ -664,6 +664,7 @@ fn invalid_wasm_values_name_field_value_and_reason() {
             "wasm: {epoch_tick_us: 100001}",
             "wasm.epoch_tick_us = 100001: must be a whole number of microseconds between 10 and 100000",
         ),
+        ("wasm: {ticker_pace: slow}", "wasm.ticker_pace = slow: must be adaptive or fast"),
         ("wasm: {cache_dir: ''}", "wasm.cache_dir = : must be auto or a directory path"),
         (
             "wasm: {cache_dir: '~/.cache/dp'}",
@@ -831,6 +832,7 @@ fn wasm_section_defaults_and_helpers() {
     assert_eq!(wasm.memory_bytes_max, 16 << 20);
     assert_eq!(wasm.memory_reservation_bytes, None);
     assert_eq!(wasm.epoch_tick_us.get(), 500);
+    assert_eq!(wasm.ticker_pace, TickerPace::Adaptive);
     assert_eq!(wasm.epoch_tick(), std::time::Duration::from_micros(500));
     assert_eq!(wasm.cache_dir, Some(CacheDir::Auto));
     assert_eq!(wasm.profiling, WasmProfiling::None);
@@ -864,7 +866,8 @@ fn wasm_section_defaults_and_helpers() {
     // The edges of each range are accepted.
     let config = Config::from_yaml_str(
         "wasm:\n  agents_per_shard_max: 1000000\n  memory_bytes_max: 4294967296\n  \
-         memory_reservation_bytes: 8589934592\n  epoch_tick_us: 10\n  cache_dir: null\n  \
+         memory_reservation_bytes: 8589934592\n  epoch_tick_us: 10\n  ticker_pace: fast\n  \
+         cache_dir: null\n  \
          profiling: jitdump\n  restart: {max_restarts: 0, window_ms: 86400000, \
          backoff_initial_ms: 60000, backoff_max_ms: 60000}\n  \
          agent_defaults: {memory_bytes_max: 4294967296, time_per_message_ms: 60000, \
@@ -877,6 +880,7 @@ fn wasm_section_defaults_and_helpers() {
     assert_eq!(wasm.cache_dir, None);
     assert_eq!(wasm.cache_dir_path(), None);
     assert_eq!(wasm.profiling, WasmProfiling::JitDump);
+    assert_eq!(wasm.ticker_pace, TickerPace::Fast);
     assert_eq!(wasm.restart.max_restarts, 0);
     assert_eq!(wasm.agent_defaults.message_bytes_max, 0);
     assert_eq!(

@@ -532,6 +532,47 @@ impl fmt::Display for CacheDir {
     }
 }
 
+/// When the WASM epoch ticker takes its fast pace (`wasm.ticker_pace`), which batches
+/// of messages for one agent need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TickerPace {
+    /// Fast while batches run or wait: an idle node stays quiet.
+    #[default]
+    Adaptive,
+    /// Always fast: batches from the first message after a quiet spell.
+    Fast,
+}
+
+impl TickerPace {
+    /// The spelling used in YAML.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Adaptive => "adaptive",
+            Self::Fast => "fast",
+        }
+    }
+}
+
+impl FromStr for TickerPace {
+    type Err = ParseValueError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "adaptive" => Ok(Self::Adaptive),
+            "fast" => Ok(Self::Fast),
+            _ => Err(ParseValueError::new("must be adaptive or fast")),
+        }
+    }
+}
+
+impl fmt::Display for TickerPace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How JIT-compiled WASM code is named for profilers (`wasm.profiling`).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum,
@@ -671,6 +712,10 @@ mod tests {
         assert!("spin".parse::<IdlePolicy>().is_err());
         assert!("native".parse::<AgentKind>().is_err());
         assert!("perf-map".parse::<WasmProfiling>().is_err());
+        for pace in [TickerPace::Adaptive, TickerPace::Fast] {
+            assert_eq!(pace.to_string().parse(), Ok(pace));
+        }
+        assert!("slow".parse::<TickerPace>().is_err());
         assert_eq!(AgentKind::NATIVE.len() + 1, AgentKind::ALL.len());
         assert!(AgentKind::NATIVE.iter().all(|kind| kind.is_native()));
         assert!(!AgentKind::Wasm.is_native());

@@ -50,6 +50,10 @@ pub fn host_config(config: &Config, shards: usize) -> anyhow::Result<HostConfig>
         memory_bytes_max: wasm.memory_bytes_max,
         memory_reservation_bytes: wasm.memory_reservation_bytes,
         epoch_tick_us: wasm.epoch_tick_us.get(),
+        ticker_pace: match wasm.ticker_pace {
+            dataplane_control::TickerPace::Fast => dataplane_wasm::TickerPace::Fast,
+            _ => dataplane_wasm::TickerPace::Adaptive,
+        },
         cache_dir: wasm.cache_dir_path(),
         profiling: match wasm.profiling {
             WasmProfiling::PerfMap => Profiling::PerfMap,

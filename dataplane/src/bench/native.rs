@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
 use dataplane_frame::{AgentId, Flags, Header, Performative, Priority};
-use dataplane_runtime::{IdlePolicy, Node, RuntimeConfig};
+use dataplane_runtime::{IdlePolicy, Node, RuntimeConfig, ShardReport};
 use dataplane_shard::{id_on_shard, Agent, AgentError, Context, Message, RestartPolicy};
 
 use super::report::{OpenLoopSchedule, Recorder, SYSTEM_DATAPLANE};
@@ -126,6 +126,17 @@ pub(super) fn run_node_with<T: Send + 'static>(
     restart: Option<RestartPolicy>,
     make_agents: impl Fn(&Outcome<T>) -> (Box<dyn Agent>, Box<dyn Agent>) + Send + Sync + 'static,
 ) -> anyhow::Result<T> {
+    run_node_reporting(cpus, placement, limit, restart, make_agents).map(|(result, _)| result)
+}
+
+/// [`run_node_with`], also returning the shards' reports (their counters).
+pub(super) fn run_node_reporting<T: Send + 'static>(
+    cpus: &[usize],
+    placement: &Placement,
+    limit: Duration,
+    restart: Option<RestartPolicy>,
+    make_agents: impl Fn(&Outcome<T>) -> (Box<dyn Agent>, Box<dyn Agent>) + Send + Sync + 'static,
+) -> anyhow::Result<(T, Vec<ShardReport>)> {
     let outcome: Outcome<T> = Arc::new(Mutex::new(None));
     let (a, b, shards) = (placement.a, placement.b, placement.shards);
     let factory_outcome = Arc::clone(&outcome);
@@ -166,7 +177,8 @@ pub(super) fn run_node_with<T: Send + 'static>(
         std::thread::sleep(Duration::from_millis(2));
     };
     let reports = node.stop().context("stopping the benchmark node")?;
-    result.with_context(|| format!("shard reports: {reports:?}"))
+    let result = result.with_context(|| format!("shard reports: {reports:?}"))?;
+    Ok((result, reports))
 }
 
 pub(super) fn warmup(opts: &SuiteOptions) -> Duration {

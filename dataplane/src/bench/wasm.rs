@@ -36,6 +36,8 @@ use crate::agents::Echo;
 pub const SYSTEM_WASM: &str = "dataplane-wasm";
 /// The same workload with native agents.
 pub const SYSTEM_NATIVE: &str = "dataplane-native";
+/// `interrupt` with the looping message last in a batch (after quick ones).
+pub const SYSTEM_WASM_IN_BATCH: &str = "dataplane-wasm-in-batch";
 /// `spawn`'s baseline: wasmtime's default (on-demand) instance allocator.
 pub const SYSTEM_ON_DEMAND: &str = "wasmtime-on-demand";
 
@@ -516,41 +518,106 @@ fn orderbook(opts: &SuiteOptions) -> anyhow::Result<Vec<BenchResult>> {
 const LOOP_LIMIT: Duration = Duration::from_millis(10);
 /// Loops per run.
 const LOOPS_PER_RUN: u32 = 20;
+/// Before a loop inside a batch: rounds of quick messages for this long, so that the
+/// epoch ticker (adaptive pace) is fast, as it is whenever batches flow.
+const BATCH_WARMUP: Duration = Duration::from_millis(3);
+/// Quick messages ahead of the looping one in its batch (and per warm-up round).
+const BATCH_AHEAD: usize = 3;
 
-/// Sends a message to the looping agent, times the `failure` reply, repeats.
+/// Where the looping message runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LoopPlace {
+    /// Alone: the WAT fixture `LOOP`, one call per message.
+    Alone,
+    /// Last of a batch of `BATCH_AHEAD + 1`, after quick ones: the Rust `fragile`
+    /// example, which takes batches.
+    InBatch,
+}
+
+/// Sends a message that loops to the target, times its `failure` reply, repeats. In a
+/// batch, warm-up rounds of quick messages come first, then the quick ones and the loop
+/// together.
 struct LoopProber {
     target: AgentId,
-    sent_at: Instant,
+    place: LoopPlace,
+    warmup_until: Instant,
+    /// Quick messages sent and not answered yet.
+    pending: usize,
+    sent_at: Option<Instant>,
     remaining: u32,
     recorder: Recorder,
     outcome: Outcome<Recorder>,
 }
 
 impl LoopProber {
-    fn probe(&mut self, ctx: &mut Context<'_>) -> Result<(), AgentError> {
-        self.sent_at = Instant::now();
+    fn new(target: AgentId, place: LoopPlace, outcome: &Outcome<Recorder>) -> LoopProber {
+        LoopProber {
+            target,
+            place,
+            warmup_until: Instant::now(),
+            pending: 0,
+            sent_at: None,
+            remaining: LOOPS_PER_RUN,
+            recorder: Recorder::new(),
+            outcome: Arc::clone(outcome),
+        }
+    }
+
+    fn send(&mut self, ctx: &mut Context<'_>, payload: &[u8]) -> Result<(), AgentError> {
         ctx.send_with(
             header(self.target, Performative::Request, Priority::Normal, 0),
-            b"spin",
+            payload,
         )
         .map_err(|error| AgentError::Failed(error.to_string().into()))
+    }
+
+    fn start_probe(&mut self, ctx: &mut Context<'_>) -> Result<(), AgentError> {
+        self.warmup_until = Instant::now() + BATCH_WARMUP;
+        self.next(ctx)
+    }
+
+    /// The next step: a warm-up round, or the looping message (behind quick ones).
+    fn next(&mut self, ctx: &mut Context<'_>) -> Result<(), AgentError> {
+        let in_batch = self.place == LoopPlace::InBatch;
+        if in_batch {
+            for _ in 0..BATCH_AHEAD {
+                self.send(ctx, b"quick")?;
+            }
+            self.pending = BATCH_AHEAD;
+            if Instant::now() < self.warmup_until {
+                return Ok(());
+            }
+        }
+        self.sent_at = Some(Instant::now());
+        self.send(ctx, b"?spin")
     }
 }
 
 impl Agent for LoopProber {
     fn on_start(&mut self, ctx: &mut Context<'_>) -> Result<(), AgentError> {
-        self.probe(ctx)
+        self.start_probe(ctx)
     }
 
     fn on_message(&mut self, m: &Message<'_>, ctx: &mut Context<'_>) -> Result<(), AgentError> {
-        let elapsed = self.sent_at.elapsed();
+        if m.performative() == Performative::Inform && self.pending > 0 {
+            // A quick message's answer; a warm-up round ends with its last one.
+            self.pending -= 1;
+            if self.pending == 0 && self.sent_at.is_none() {
+                return self.next(ctx);
+            }
+            return Ok(());
+        }
+        let Some(sent_at) = self.sent_at.take() else {
+            finish(&self.outcome, Err("an answer nobody waited for".into()));
+            return Ok(());
+        };
+        let elapsed = sent_at.elapsed();
         let text = String::from_utf8_lossy(m.payload);
         if m.performative() != Performative::Failure || !text.contains("interrupt") {
             finish(&self.outcome, Err(format!("unexpected answer: {text}")));
             return Ok(());
         }
-        // Overshoot past the limit; an early interrupt would be a bug, shown as 0 here
-        // and refused below.
+        // Overshoot past the limit; an early interrupt would be a bug, refused here.
         if elapsed < LOOP_LIMIT {
             finish(
                 &self.outcome,
@@ -564,17 +631,33 @@ impl Agent for LoopProber {
             finish(&self.outcome, Ok(std::mem::take(&mut self.recorder)));
             return Ok(());
         }
-        self.probe(ctx)
+        self.start_probe(ctx)
     }
 }
 
 fn interrupt(opts: &SuiteOptions) -> anyhow::Result<Vec<BenchResult>> {
+    let mut results = Vec::new();
+    for place in [LoopPlace::Alone, LoopPlace::InBatch] {
+        results.push(interrupt_at(opts, place)?);
+    }
+    Ok(results)
+}
+
+fn interrupt_at(opts: &SuiteOptions, place: LoopPlace) -> anyhow::Result<BenchResult> {
     let shards = opts.shards.clamp(1, 2);
     let cpus = native::pick_cpus(opts, shards)?;
     let placement = Placement::new(shards);
     let host = Host::new(small_pool())?;
-    let module =
-        AgentModule::from_bytes(&host, "loop", dataplane_guests::fixtures::LOOP.as_bytes())?;
+    let (module, system) = match place {
+        LoopPlace::Alone => (
+            AgentModule::from_bytes(&host, "loop", dataplane_guests::fixtures::LOOP.as_bytes())?,
+            SYSTEM_WASM,
+        ),
+        LoopPlace::InBatch => (
+            AgentModule::from_bytes(&host, "fragile_rust", dataplane_guests::FRAGILE_RUST)?,
+            SYSTEM_WASM_IN_BATCH,
+        ),
+    };
     // The agent traps every time: restart it at once, without limit, for the run.
     let restart = RestartPolicy {
         max_restarts: u32::MAX,
@@ -584,19 +667,13 @@ fn interrupt(opts: &SuiteOptions) -> anyhow::Result<Vec<BenchResult>> {
     };
     let target = placement.b;
     let started = Instant::now();
-    let recorder = native::run_node_with(
+    let (recorder, reports) = native::run_node_reporting(
         &cpus,
         &placement,
-        (LOOP_LIMIT + Duration::from_millis(50)) * LOOPS_PER_RUN,
+        (LOOP_LIMIT + BATCH_WARMUP + Duration::from_millis(50)) * LOOPS_PER_RUN,
         Some(restart),
         move |outcome| {
-            let prober = LoopProber {
-                target,
-                sent_at: Instant::now(),
-                remaining: LOOPS_PER_RUN,
-                recorder: Recorder::new(),
-                outcome: Arc::clone(outcome),
-            };
+            let prober = LoopProber::new(target, place, outcome);
             let spec = AgentSpec {
                 module: Arc::clone(&module),
                 limits: AgentLimits {
@@ -611,14 +688,21 @@ fn interrupt(opts: &SuiteOptions) -> anyhow::Result<Vec<BenchResult>> {
         },
     )
     .context("interrupt workload")?;
-    Ok(vec![BenchResult::new(
+    let batches: u64 = reports.iter().map(|report| report.stats.batches).sum();
+    // Each interrupted batch still got through its quick messages, so it counts.
+    if place == LoopPlace::InBatch && batches < u64::from(LOOPS_PER_RUN) {
+        anyhow::bail!(
+            "only {batches} batches for {LOOPS_PER_RUN} loops: the loops did not run inside batches"
+        );
+    }
+    Ok(BenchResult::new(
         "interrupt",
-        SYSTEM_WASM,
+        system,
         shards,
         u64::from(LOOPS_PER_RUN),
         started.elapsed().as_secs_f64(),
         recorder.latency_ns(),
-    )])
+    ))
 }
 
 #[cfg(test)]

@@ -1239,7 +1239,6 @@ impl Shard {
                 }
             })
             .collect();
-        self.stats.batches += 1;
         let mut outcome = None;
         let result = self.with_agent(index, None, now_ns, |agent, ctx| {
             outcome = Some(agent.on_batch(&messages, ctx));
@@ -1269,6 +1268,9 @@ impl Shard {
             _ => None,
         };
         let done = handled + usize::from(error.is_some());
+        if done > 1 {
+            self.stats.batches += 1;
+        }
         // The rest go back, in order, in front of anything queued meanwhile.
         let slot = &mut self.slots[index as usize];
         for frame in frames.drain(done..).rev() {

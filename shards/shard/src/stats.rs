@@ -34,6 +34,7 @@ pub struct ShardStats {
     pub agent_restarts: u64,
     /// Agents stopped for crashing too often (restart policy).
     pub agents_stopped: u64,
-    /// Calls of `Agent::on_batch`: two or more messages handed to an agent at once.
+    /// Calls of `Agent::on_batch` that got through two or more messages (an agent may
+    /// take only the first, as a WASM agent does while the epoch ticker is slow).
     pub batches: u64,
 }

@@ -7,11 +7,9 @@
 //! out). No allocation on either path.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_utils::CachePadded;
 use dataplane_frame::{AgentId, FrameError, Header};
 use dataplane_shard::{Agent, AgentError, BatchOutcome, Context, Message, PoolError, SendError};
 use wasmtime::{
@@ -23,6 +21,7 @@ use crate::abi::{self, code, HEADER_BYTES};
 use crate::error::WasmError;
 use crate::host::Host;
 use crate::module::AgentModule;
+use crate::ticker::{CallKind, TickerShared};
 
 /// Per-agent limits (docs/agent-abi.md, "Limits").
 #[derive(Debug, Clone)]
@@ -346,8 +345,8 @@ pub struct WasmAgent {
     id: AgentId,
     live: Option<Live>,
     deadline_ticks: u64,
-    /// The ticker's in-call flags, and this agent's shard (known from `on_start`).
-    in_call: Arc<[CachePadded<AtomicBool>]>,
+    /// What this agent's shard (known from `on_start`) tells the epoch ticker.
+    ticker: Arc<TickerShared>,
     shard: usize,
 }
 
@@ -378,7 +377,7 @@ impl WasmAgent {
             id,
             live: None,
             deadline_ticks,
-            in_call: host.in_call_flag(0),
+            ticker: host.ticker(),
             shard: 0,
         }
     }
@@ -539,7 +538,7 @@ impl WasmAgent {
         };
         let result = call(
             &mut live.store,
-            self.in_call(),
+            (&self.ticker, self.shard, CallKind::One),
             ctx,
             false,
             self.deadline_ticks,
@@ -604,11 +603,11 @@ fn fill_batch(live: &mut Live, messages: &[Message<'_>], limits: &AgentLimits) -
 }
 
 /// Runs `f` (one guest call) with the context installed for the host functions, and
-/// this shard's in-call flag raised for the epoch ticker (a store to the shard's own
-/// cache line; the ticker reads it once per wake-up).
+/// this shard's call flag raised for the epoch ticker (a store to the shard's own cache
+/// line; the ticker reads it once per wake-up).
 fn call<R>(
     store: &mut Store<AgentData>,
-    in_call: &AtomicBool,
+    (ticker, shard, kind): (&TickerShared, usize, CallKind),
     ctx: &mut Context<'_>,
     in_message: bool,
     deadline_ticks: u64,
@@ -619,9 +618,12 @@ fn call<R>(
     data.in_message = in_message;
     data.sends_left = data.sends_per_message_max;
     arm(store, deadline_ticks);
-    in_call.store(true, Ordering::Relaxed);
+    if kind != CallKind::Batch {
+        // A batch's flag was raised by `TickerShared::begin_batch`.
+        ticker.set_call(shard, kind);
+    }
     let result = f(store);
-    in_call.store(false, Ordering::Relaxed);
+    ticker.set_call(shard, CallKind::None);
     let data = store.data_mut();
     data.ctx = std::ptr::null_mut();
     data.in_message = false;
@@ -667,10 +669,6 @@ impl WasmAgent {
             }
         }
     }
-
-    fn in_call(&self) -> &AtomicBool {
-        &self.in_call[self.shard % self.in_call.len()]
-    }
 }
 
 impl Agent for WasmAgent {
@@ -708,10 +706,9 @@ impl Agent for WasmAgent {
         }
         body.copy_from_slice(payload);
         let on_message = &live.on_message;
-        let in_call = &self.in_call[self.shard % self.in_call.len()];
         let result = call(
             &mut live.store,
-            in_call,
+            (&self.ticker, self.shard, CallKind::One),
             ctx,
             true,
             self.deadline_ticks,
@@ -735,8 +732,16 @@ impl Agent for WasmAgent {
                 error: None,
             };
         };
+        // A batch only while the epoch ticker is fast enough to time the messages after
+        // the first (see `ticker.rs`); otherwise the first alone, and the ticker is told.
         let count = match self.live.as_mut() {
-            Some(live) if live.on_batch.is_some() => fill_batch(live, messages, limits),
+            Some(live)
+                if live.on_batch.is_some()
+                    && messages.len() > 1
+                    && self.ticker.begin_batch(self.shard) =>
+            {
+                fill_batch(live, messages, limits)
+            }
             _ => 0,
         };
         if count < 2 {
@@ -753,10 +758,14 @@ impl Agent for WasmAgent {
                 },
             };
         }
-        let in_call = &self.in_call[self.shard % self.in_call.len()];
-        let lost = || BatchOutcome {
-            handled: 0,
-            error: Some(AgentError::Crashed("agent has no live instance".into())),
+        let ticker = &self.ticker;
+        let shard = self.shard;
+        let lost = || {
+            ticker.set_call(shard, CallKind::None);
+            BatchOutcome {
+                handled: 0,
+                error: Some(AgentError::Crashed("agent has no live instance".into())),
+            }
         };
         // `fill_batch` ran, so both exist.
         let Some(live) = self.live.as_mut() else {
@@ -767,7 +776,8 @@ impl Agent for WasmAgent {
         };
         ctx.set_current(first);
         // The epoch callback samples the progress index every tick (see `BatchState`).
-        let result = call(&mut live.store, in_call, ctx, true, 1, |store| {
+        let flags = (&*self.ticker, self.shard, CallKind::Batch);
+        let result = call(&mut live.store, flags, ctx, true, 1, |store| {
             on_batch.call(store, count as i32)
         });
         live.store.data_mut().batch.active = false;
@@ -797,10 +807,9 @@ impl Agent for WasmAgent {
     fn on_stop(&mut self, ctx: &mut Context<'_>) {
         if let Some(mut live) = self.live.take() {
             if let Some(on_stop) = &live.on_stop {
-                let in_call = &self.in_call[self.shard % self.in_call.len()];
                 let _ = call(
                     &mut live.store,
-                    in_call,
+                    (&self.ticker, self.shard, CallKind::One),
                     ctx,
                     false,
                     self.deadline_ticks,

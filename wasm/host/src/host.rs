@@ -6,12 +6,8 @@
 //! data path. Each agent's `Store` (its instance, memory and state) lives on its shard.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
-
-use crossbeam_utils::CachePadded;
 
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, Linker, OptLevel, PoolingAllocationConfig,
@@ -21,6 +17,7 @@ use wasmtime::{
 use crate::agent::{self, AgentData};
 use crate::cache::ModuleCache;
 use crate::error::WasmError;
+use crate::ticker::{Ticker, TickerPace, TickerShared};
 
 /// How JIT-compiled code is named for profilers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -49,6 +46,8 @@ pub struct HostConfig {
     pub memory_reservation_bytes: Option<u64>,
     /// How often the epoch advances; time limits are enforced to within one tick.
     pub epoch_tick_us: u64,
+    /// When the ticker takes its fast pace (half a tick), which batches need.
+    pub ticker_pace: TickerPace,
     /// Where compiled modules are cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
     /// Names for JIT code in profilers.
@@ -67,6 +66,7 @@ impl Default for HostConfig {
             memory_bytes_max: 16 << 20,
             memory_reservation_bytes: None,
             epoch_tick_us: 500,
+            ticker_pace: TickerPace::Adaptive,
             cache_dir: None,
             profiling: Profiling::None,
             shards: 1,
@@ -115,13 +115,11 @@ impl Host {
             Some(dir) => Some(ModuleCache::open(dir.clone(), &engine)?),
             None => None,
         };
-        let in_call: Arc<[CachePadded<AtomicBool>]> = (0..config.shards.max(1))
-            .map(|_| CachePadded::new(AtomicBool::new(false)))
-            .collect();
         let ticker = Ticker::start(
             engine.clone(),
             Duration::from_micros(config.epoch_tick_us),
-            Arc::clone(&in_call),
+            config.ticker_pace,
+            config.shards,
             config.ticker_cpus.clone(),
         );
         // Calibrated here, once per process (0.6 ms here, 200 ms at most), not on a
@@ -169,10 +167,9 @@ impl Host {
         self.inner.cache.as_ref()
     }
 
-    /// The flag shard `shard` raises while it runs guest code.
-    pub(crate) fn in_call_flag(&self, shard: usize) -> Arc<[CachePadded<AtomicBool>]> {
-        let _ = shard;
-        Arc::clone(&self.inner.ticker.in_call)
+    /// What the shards tell the epoch ticker (their calls, their wish to batch).
+    pub(crate) fn ticker(&self) -> Arc<TickerShared> {
+        Arc::clone(&self.inner.ticker.shared)
     }
 }
 
@@ -238,103 +235,4 @@ fn engine_config(host: &HostConfig) -> Result<Config, WasmError> {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     Ok(config)
-}
-
-/// The epoch ticker: a thread that advances the engine's epoch every tick, so that a
-/// guest running past its deadline traps at its next function entry or loop back-edge.
-/// It runs at real-time priority when the process may (root), so that busy-polling
-/// shards on every core do not delay it.
-struct Ticker {
-    tick: Duration,
-    stop: Arc<AtomicBool>,
-    in_call: Arc<[CachePadded<AtomicBool>]>,
-    thread: Option<JoinHandle<()>>,
-}
-
-/// How long the ticker sleeps when no shard is running guest code: a call that starts
-/// meanwhile is seen at the next wake-up, so its interrupt may come up to this much
-/// later (never earlier) than the limit plus one tick.
-const IDLE_TICK_SLEEP: Duration = Duration::from_micros(900);
-
-impl Ticker {
-    fn start(
-        engine: Engine,
-        tick: Duration,
-        in_call: Arc<[CachePadded<AtomicBool>]>,
-        cpus: Vec<usize>,
-    ) -> Ticker {
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let stop = Arc::clone(&stop);
-            let flags = Arc::clone(&in_call);
-            std::thread::Builder::new()
-                .name("wasm-epoch".into())
-                .spawn(move || {
-                    pin_to(&cpus);
-                    raise_to_realtime();
-                    while !stop.load(Ordering::Relaxed) {
-                        // Tick by tick while guest code runs somewhere; otherwise a longer
-                        // sleep (an idle node wakes ~1,100 times a second, not 2,000).
-                        let busy = flags.iter().any(|flag| flag.load(Ordering::Relaxed));
-                        std::thread::sleep(if busy {
-                            tick
-                        } else {
-                            IDLE_TICK_SLEEP.max(tick)
-                        });
-                        // One increment per wake-up, at least a tick after the last one,
-                        // never a catch-up: a call's deadline counts ticks from the epoch
-                        // at its start, so a burst of overdue ticks right after it starts
-                        // (after an idle sleep or a late wake-up) would interrupt it
-                        // before its limit. A late wake-up delays the interrupt instead.
-                        engine.increment_epoch();
-                    }
-                })
-                .ok()
-        };
-        if thread.is_none() {
-            tracing::error!("cannot start the wasm epoch thread: time limits are not enforced");
-        }
-        Ticker {
-            tick,
-            stop,
-            in_call,
-            thread,
-        }
-    }
-}
-
-impl Drop for Ticker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn pin_to(cpus: &[usize]) {
-    if cpus.is_empty() {
-        return;
-    }
-    // SAFETY: `set` is a plain bit set on the stack, zeroed and filled by the libc macros,
-    // and passed by pointer with its size to a system call on the calling thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_ZERO(&mut set);
-        for &cpu in cpus {
-            libc::CPU_SET(cpu, &mut set);
-        }
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            tracing::debug!("wasm epoch thread left unpinned");
-        }
-    }
-}
-
-fn raise_to_realtime() {
-    let param = libc::sched_param { sched_priority: 1 };
-    // SAFETY: plain system call on the calling thread (pid 0) with a valid parameter.
-    let result = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
-    if result != 0 {
-        tracing::debug!("wasm epoch thread stays at normal priority (no CAP_SYS_NICE)");
-    }
 }

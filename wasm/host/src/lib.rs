@@ -18,9 +18,11 @@ mod cache;
 mod error;
 mod host;
 mod module;
+mod ticker;
 
 pub use agent::{AgentData, AgentLimits, AgentSpec, WasmAgent};
 pub use cache::CacheOutcome;
 pub use error::WasmError;
 pub use host::{Host, HostConfig, Profiling};
 pub use module::AgentModule;
+pub use ticker::TickerPace;

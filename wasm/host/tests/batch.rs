@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{counted, fragile_bench, host, time_limit_ms, Bench};
+use common::{batching_host, counted, fragile_bench, host, time_limit_ms, Bench};
 use dataplane_frame::{AgentId, Performative};
 use dataplane_shard::{AgentState, RestartPolicy};
 use dataplane_wasm::AgentLimits;
@@ -17,7 +17,7 @@ const TRAP_TEXT: &str = "agent crashed: wasm trap: wasm `unreachable` instructio
 
 fn fragile(limits: AgentLimits) -> (Bench, AgentId) {
     fragile_bench(
-        host(),
+        batching_host(),
         RestartPolicy::DEFAULT,
         dataplane_guests::FRAGILE_RUST,
         limits,
@@ -182,7 +182,7 @@ const LIAR: &str = r#"(module
 
 #[test]
 fn a_progress_index_outside_the_batch_is_refused_and_loses_nothing() {
-    let mut b = Bench::with(host(), RestartPolicy::DEFAULT);
+    let mut b = Bench::with(batching_host(), RestartPolicy::DEFAULT);
     let module = b.module("liar", LIAR.as_bytes());
     let liar = b
         .deploy("liar", &module, AgentLimits::default(), "")
@@ -208,5 +208,41 @@ fn a_progress_index_outside_the_batch_is_refused_and_loses_nothing() {
         (status.state, status.queued_frames),
         (AgentState::Running, 0)
     );
+    b.assert_neighbour_serves();
+}
+
+/// With the adaptive pace an idle ticker is slow: messages queued after a quiet spell run
+/// one call each (a later message of a batch could not be timed to its limit), and the
+/// shard asks the ticker for its fast pace. Batches form once the ticker has woken.
+#[test]
+fn batches_wait_for_the_ticker_to_be_fast_and_lose_nothing_meanwhile() {
+    let (mut b, fragile) = fragile_bench(
+        host(),
+        RestartPolicy::DEFAULT,
+        dataplane_guests::FRAGILE_RUST,
+        AgentLimits::default(),
+    );
+    let mut expected = Vec::new();
+    let mut count = 0;
+    let mut round = |b: &mut Bench| {
+        for _ in 0..4 {
+            count += 1;
+            let payload = format!("m{count}");
+            let correlation = b.send(fragile, Performative::Request, payload.as_bytes());
+            expected.push((correlation, count, payload));
+        }
+        b.mesh.run();
+    };
+    round(&mut b);
+    assert_eq!(batches(&mut b), 0, "the idle ticker is slow: no batch yet");
+    // The ticker wakes (900 µs when idle) and turns fast; the wait is generous for a
+    // loaded machine, and no timing is asserted.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while batches(&mut b) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(200));
+        round(&mut b);
+    }
+    assert!(batches(&mut b) > 0, "batches never formed");
+    assert_eq!(counted(&b.take()), expected);
     b.assert_neighbour_serves();
 }

@@ -27,7 +27,9 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use common::{host, load, name_on_shard, wasm_agent, Inbox, Mesh, Received, FRAGILE, MAX_PAYLOAD};
+use common::{
+    batching_host, load, name_on_shard, wasm_agent, Inbox, Mesh, Received, FRAGILE, MAX_PAYLOAD,
+};
 use dataplane_frame::{AgentId, Flags, Header, Performative, Priority};
 use dataplane_guests::formats::counter::Totals;
 use dataplane_shard::{RestartPolicy, SendError};
@@ -570,7 +572,7 @@ fn run_case(host: &Host, modules: &Modules, bursts: &[Burst], coverage: &Coverag
 
 #[test]
 fn every_accepted_message_is_delivered_or_answered_exactly_once() {
-    let host = host();
+    let host = batching_host();
     let modules = Modules {
         echo_rust: load(&host, "echo_rust", dataplane_guests::ECHO_RUST),
         echo_c: load(&host, "echo_c", dataplane_guests::ECHO_C),

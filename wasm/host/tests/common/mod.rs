@@ -19,7 +19,9 @@ use dataplane_shard::{
     owner_shard, Agent, AgentError, AgentStatus, Context, DeployError, Message, RestartPolicy,
     RingItem, SendError, Shard, ShardConfig,
 };
-use dataplane_wasm::{AgentLimits, AgentModule, AgentSpec, Host, HostConfig, WasmAgent};
+use dataplane_wasm::{
+    AgentLimits, AgentModule, AgentSpec, Host, HostConfig, TickerPace, WasmAgent,
+};
 
 /// One millisecond in nanoseconds.
 pub const MS: u64 = 1_000_000;
@@ -69,6 +71,17 @@ impl Agent for Collector {
 pub fn host() -> Host {
     Host::new(HostConfig {
         pool_slots: Some(64),
+        ..HostConfig::default()
+    })
+    .expect("host")
+}
+
+/// A small host whose epoch ticker is always fast, so that batches form from the first
+/// queued messages (with the adaptive pace they wait for the ticker's next wake-up).
+pub fn batching_host() -> Host {
+    Host::new(HostConfig {
+        pool_slots: Some(64),
+        ticker_pace: TickerPace::Fast,
         ..HostConfig::default()
     })
     .expect("host")
