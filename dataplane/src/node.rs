@@ -322,7 +322,15 @@ pub fn run(config: &Config, machine: &Machine, signals: &TerminationSignals) -> 
     dataplane_runtime::preflight::ensure_memlock(plan.memlock_bytes_required)
         .context("checking locked memory (node.memlock_bytes_min, node.io_memory_bytes)")?;
     let shards = plan.runtime.shards();
-    let wasm = WasmAgents::prepare(config, shards, &plan.agents)?;
+    // The WASM epoch ticker runs on the CPUs no shard took (none on a node with a shard
+    // on every core: it then preempts a shard for each wake-up).
+    let shard_cpus: Vec<usize> = plan.placement.shards.iter().map(|s| s.cpu).collect();
+    let spare_cpus: Vec<usize> = machine
+        .affinity
+        .iter()
+        .filter(|cpu| !shard_cpus.contains(cpu))
+        .collect();
+    let wasm = WasmAgents::prepare(config, shards, spare_cpus, &plan.agents)?;
     let mut runtime = plan.runtime;
     runtime.shard.restart = crate::wasm::restart_policy(config);
     let edge = crate::edge::plan(config, shards)?;

@@ -40,7 +40,12 @@ const MAPS_PER_INSTANCE: u64 = 2;
 const MAPS_BASE: u64 = 4096;
 
 /// The host settings of `config` for a node of `shards` shards.
-pub fn host_config(config: &Config, shards: usize) -> anyhow::Result<HostConfig> {
+/// The epoch ticker is pinned to `ticker_cpus` (empty: unpinned).
+pub fn host_config(
+    config: &Config,
+    shards: usize,
+    ticker_cpus: Vec<usize>,
+) -> anyhow::Result<HostConfig> {
     let wasm = &config.wasm;
     let shards = NonZeroUsize::new(shards).context("a node has at least one shard")?;
     let slots = u32::try_from(wasm.pool_slots(shards))
@@ -61,7 +66,7 @@ pub fn host_config(config: &Config, shards: usize) -> anyhow::Result<HostConfig>
             _ => Profiling::None,
         },
         shards: shards.get(),
-        ticker_cpus: Vec::new(),
+        ticker_cpus,
     })
 }
 
@@ -125,6 +130,7 @@ impl WasmAgents {
     pub fn prepare(
         config: &Config,
         shards: usize,
+        ticker_cpus: Vec<usize>,
         agents: &[PlannedAgent],
     ) -> anyhow::Result<WasmAgents> {
         let sources: Vec<&ModuleSource> = agents
@@ -134,7 +140,7 @@ impl WasmAgents {
                 AgentCode::Native(_) => None,
             })
             .collect();
-        let host_config = host_config(config, shards)?;
+        let host_config = host_config(config, shards, ticker_cpus)?;
         if let Err(error) = check_max_map_count(host_config.pool_slots.unwrap_or(0)) {
             if !sources.is_empty() {
                 return Err(error);
@@ -221,7 +227,7 @@ mod tests {
         let config = Config::embedded_default();
         let shards = 2;
         let agents = crate::node::plan_agents_for_test(&config, shards);
-        let wasm = WasmAgents::prepare(&config, shards, &agents).unwrap();
+        let wasm = WasmAgents::prepare(&config, shards, Vec::new(), &agents).unwrap();
         let AgentCode::Wasm(spec) = &agents[0].code else {
             panic!("echo is wasm")
         };

@@ -75,10 +75,19 @@ impl Modules {
     }
 }
 
-fn small_pool() -> HostConfig {
+/// A host for a few agents on shards pinned to `shard_cpus`; its epoch ticker runs on
+/// the other usable CPUs, as on a node (none on a node with a shard on every core).
+fn small_pool(shard_cpus: &[usize]) -> HostConfig {
+    let spare = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|id| id.id)
+        .filter(|cpu| !shard_cpus.contains(cpu))
+        .collect();
     HostConfig {
         pool_slots: Some(64),
         shards: 2,
+        ticker_cpus: spare,
         ..HostConfig::default()
     }
 }
@@ -289,7 +298,7 @@ impl Agent for NativeCounter {
 fn workloads(suite: Suite, shards: usize, opts: &SuiteOptions) -> anyhow::Result<Vec<BenchResult>> {
     let cpus = native::pick_cpus(opts, shards)?;
     let placement = Placement::new(shards);
-    let modules = Modules::load(small_pool())?;
+    let modules = Modules::load(small_pool(&cpus))?;
     // The counter counts 8-byte numbers: the flood sends those, in both systems.
     let flood_opts = SuiteOptions {
         payload_bytes: 8,
@@ -464,7 +473,7 @@ impl Agent for Trader {
 fn orderbook(opts: &SuiteOptions) -> anyhow::Result<Vec<BenchResult>> {
     let cpus = native::pick_cpus(opts, 1)?;
     let placement = Placement::new(1);
-    let host = Host::new(small_pool())?;
+    let host = Host::new(small_pool(&cpus))?;
     let module = AgentModule::from_bytes(&host, "orderbook", dataplane_guests::ORDERBOOK_RUST)?;
     let duration = Duration::from_secs_f64(opts.seconds);
     let book = placement.b;
@@ -647,7 +656,7 @@ fn interrupt_at(opts: &SuiteOptions, place: LoopPlace) -> anyhow::Result<BenchRe
     let shards = opts.shards.clamp(1, 2);
     let cpus = native::pick_cpus(opts, shards)?;
     let placement = Placement::new(shards);
-    let host = Host::new(small_pool())?;
+    let host = Host::new(small_pool(&cpus))?;
     let (module, system) = match place {
         LoopPlace::Alone => (
             AgentModule::from_bytes(&host, "loop", dataplane_guests::fixtures::LOOP.as_bytes())?,

@@ -15,11 +15,13 @@
 //!   half ticks (that lateness, then the tick that finds it past its limit) keep it
 //!   within the same one-tick bound as a lone call.
 //!
-//! A shard may start a batch only while the ticker is fast ([`ShardFlags`] and
-//! `TickerShared::fast` form a Dekker pair: the ticker never slows down under a running
-//! batch). Otherwise the shard runs the message alone and asks for the fast pace, which
-//! the ticker takes at its next wake-up. No system call on the data path: a shard never
-//! wakes the ticker.
+//! A shard may start a batch only while the ticker is fast. Otherwise the shard runs the
+//! message alone and asks for the fast pace, which the ticker takes at its next wake-up.
+//! No system call and no fence on the data path: a shard never wakes the ticker, and its
+//! flags are plain stores to its own cache line. The ticker slows down in two steps
+//! instead: it clears `fast`, keeps the fast pace for one more tick (a grace period, in
+//! which any shard that read `fast` just before it was cleared has made its batch flag
+//! visible), and looks again. So it never slows down under a running batch.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -97,11 +99,11 @@ impl TickerShared {
     pub(crate) fn begin_batch(&self, shard: usize) -> bool {
         let flags = self.flags(shard);
         flags.wants_batch.store(true, Ordering::Relaxed);
-        // SeqCst store then SeqCst load, against the ticker's SeqCst store of `fast`
-        // then SeqCst load of the flags: at least one of the two sees the other, so
-        // the ticker never slows down under a batch that it did not see.
-        flags.call.store(CallKind::Batch as u8, Ordering::SeqCst);
-        if self.fast.load(Ordering::SeqCst) {
+        // The flag before the look at `fast`: should the shard be held up in between,
+        // the flag is already out (a context switch drains the store buffer), so the
+        // ticker's grace period covers a look that came just before `fast` was cleared.
+        flags.call.store(CallKind::Batch as u8, Ordering::Relaxed);
+        if self.fast.load(Ordering::Relaxed) {
             return true;
         }
         flags.call.store(CallKind::None as u8, Ordering::Relaxed);
@@ -110,11 +112,11 @@ impl TickerShared {
 
     /// The busiest call any shard is in, and whether a shard had batches to run since
     /// the last survey (the marks are taken).
-    fn survey(&self, order: Ordering) -> (u8, bool) {
+    fn survey(&self) -> (u8, bool) {
         let mut busiest = 0;
         let mut wanted = false;
         for flags in self.shards.iter() {
-            busiest = busiest.max(flags.call.load(order));
+            busiest = busiest.max(flags.call.load(Ordering::Relaxed));
             if flags.wants_batch.load(Ordering::Relaxed) {
                 flags.wants_batch.store(false, Ordering::Relaxed);
                 wanted = true;
@@ -174,35 +176,73 @@ impl Ticker {
 
 fn run(engine: &Engine, tick: Duration, always_fast: bool, shared: &TickerShared) {
     let fast_tick = (tick / 2).max(Duration::from_micros(1));
-    let mut hold = 0;
+    let mut pacer = Pacer::new(always_fast);
     while !shared.stop.load(Ordering::Relaxed) {
-        let (busiest, wanted) = shared.survey(Ordering::Relaxed);
-        if busiest == CallKind::Batch as u8 || wanted || always_fast {
-            hold = FAST_HOLD_TICKS;
-        }
-        let sleep = if hold > 0 {
-            hold -= 1;
-            shared.fast.store(true, Ordering::Relaxed);
-            fast_tick
-        } else {
-            shared.fast.store(false, Ordering::SeqCst);
-            // A batch that began before the store above saw `fast` still set: stay.
-            let (busiest, wanted) = shared.survey(Ordering::SeqCst);
-            if busiest == CallKind::Batch as u8 || wanted {
-                hold = FAST_HOLD_TICKS;
-                continue;
-            }
-            if busiest == CallKind::One as u8 {
-                tick
-            } else {
-                IDLE_TICK_SLEEP.max(tick)
-            }
-        };
-        std::thread::sleep(sleep);
+        let (busiest, wanted) = shared.survey();
+        let (pace, fast) = pacer.step(busiest, wanted);
+        shared.fast.store(fast, Ordering::Relaxed);
+        std::thread::sleep(match pace {
+            Pace::Fast => fast_tick,
+            Pace::Slow => tick,
+            Pace::Idle => IDLE_TICK_SLEEP.max(tick),
+        });
         // One increment per wake-up, never a catch-up after a late one: the callback
         // reads the clock, so a late tick only delays a look, and extra ticks would
         // only add looks.
         engine.increment_epoch();
+    }
+}
+
+/// How long the ticker sleeps next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pace {
+    Fast,
+    Slow,
+    Idle,
+}
+
+/// The ticker's choice of pace, from what it saw at each wake-up. Sans-IO.
+#[derive(Debug)]
+struct Pacer {
+    always_fast: bool,
+    /// Fast ticks left before slowing down.
+    hold: u32,
+    /// Whether batches may start (what `TickerShared::fast` says).
+    fast: bool,
+}
+
+impl Pacer {
+    fn new(always_fast: bool) -> Pacer {
+        Pacer {
+            always_fast,
+            hold: 0,
+            fast: always_fast,
+        }
+    }
+
+    /// The next sleep and the value of `fast`, given the busiest call seen and whether
+    /// a shard had a batch to run since the last wake-up.
+    fn step(&mut self, busiest: u8, wanted: bool) -> (Pace, bool) {
+        if busiest == CallKind::Batch as u8 || wanted || self.always_fast {
+            self.hold = FAST_HOLD_TICKS;
+        }
+        if self.hold > 0 {
+            self.hold -= 1;
+            self.fast = true;
+            return (Pace::Fast, true);
+        }
+        if self.fast {
+            // Slowing down: one more fast tick, in which a batch begun by a shard that
+            // read `fast` just before it was cleared shows (and is seen at the next
+            // wake-up, which turns fast again).
+            self.fast = false;
+            return (Pace::Fast, false);
+        }
+        if busiest == CallKind::One as u8 {
+            (Pace::Slow, false)
+        } else {
+            (Pace::Idle, false)
+        }
     }
 }
 
@@ -256,34 +296,53 @@ mod tests {
         }
     }
 
+    const NONE: u8 = CallKind::None as u8;
+    const ONE: u8 = CallKind::One as u8;
+    const BATCH: u8 = CallKind::Batch as u8;
+
+    #[test]
+    fn the_pacer_is_fast_while_batches_flow_and_slows_down_through_a_grace_tick() {
+        let mut pacer = Pacer::new(false);
+        assert_eq!(pacer.step(NONE, false), (Pace::Idle, false));
+        assert_eq!(pacer.step(ONE, false), (Pace::Slow, false));
+        // A shard held a batch back: fast from this wake-up on, for the hold.
+        assert_eq!(pacer.step(ONE, true), (Pace::Fast, true));
+        for _ in 1..FAST_HOLD_TICKS {
+            assert_eq!(pacer.step(ONE, false), (Pace::Fast, true));
+        }
+        // The hold is over: `fast` is cleared, and the pace stays fast one more tick.
+        assert_eq!(pacer.step(ONE, false), (Pace::Fast, false));
+        // A batch that started just before `fast` was cleared shows now: fast again.
+        assert_eq!(pacer.step(BATCH, false), (Pace::Fast, true));
+        for _ in 1..FAST_HOLD_TICKS {
+            assert_eq!(pacer.step(NONE, false), (Pace::Fast, true));
+        }
+        assert_eq!(pacer.step(NONE, false), (Pace::Fast, false));
+        assert_eq!(pacer.step(NONE, false), (Pace::Idle, false));
+    }
+
+    #[test]
+    fn the_fast_pace_setting_never_slows_down() {
+        let mut pacer = Pacer::new(true);
+        assert!(pacer.fast);
+        for _ in 0..3 * FAST_HOLD_TICKS {
+            assert_eq!(pacer.step(NONE, false), (Pace::Fast, true));
+        }
+    }
+
     #[test]
     fn a_batch_waits_for_the_fast_pace_and_asks_for_it_once() {
         let shared = shared(2);
         assert!(!shared.begin_batch(1));
-        assert_eq!(
-            shared.survey(Ordering::Relaxed),
-            (CallKind::None as u8, true)
-        );
+        assert_eq!(shared.survey(), (CallKind::None as u8, true));
         // The request was taken.
-        assert_eq!(
-            shared.survey(Ordering::Relaxed),
-            (CallKind::None as u8, false)
-        );
+        assert_eq!(shared.survey(), (CallKind::None as u8, false));
         shared.fast.store(true, Ordering::SeqCst);
         assert!(shared.begin_batch(1));
-        assert_eq!(
-            shared.survey(Ordering::Relaxed),
-            (CallKind::Batch as u8, true)
-        );
-        assert_eq!(
-            shared.survey(Ordering::Relaxed),
-            (CallKind::Batch as u8, false)
-        );
+        assert_eq!(shared.survey(), (CallKind::Batch as u8, true));
+        assert_eq!(shared.survey(), (CallKind::Batch as u8, false));
         shared.set_call(1, CallKind::None);
         shared.set_call(0, CallKind::One);
-        assert_eq!(
-            shared.survey(Ordering::Relaxed),
-            (CallKind::One as u8, false)
-        );
+        assert_eq!(shared.survey(), (CallKind::One as u8, false));
     }
 }
