@@ -119,7 +119,7 @@ const COUNTERS: [(&str, &str, Read); 19] = [
     ),
     (
         "agent_batches",
-        "Calls that handed an agent two or more messages at once",
+        "Calls in which an agent handled two or more messages at once",
         |s| s.stats.batches,
     ),
     ("shard_polls", "Poll iterations of the shard loop", |s| {
