@@ -7,7 +7,9 @@
 //! shard 0 (`local`) or shard 1 (`cross-shard`).
 //!
 //! - ping-pong: A sends a `request` to B, B (an echo) replies, A records the round trip
-//!   and sends the next request at once. One clock read per round trip.
+//!   and sends the next request at once. A round trip runs from a clock read just before
+//!   the send to one when the reply arrives, as in the `hardware` row and the tokio
+//!   baseline: recording the sample is not part of it.
 //! - fixed rate (`--rate R`): A kicks itself with low-priority messages; on each kick it
 //!   sends every request that is due by the schedule, carrying its intended send time in
 //!   the correlation id, and records `arrival - intended` for each reply.
@@ -224,6 +226,7 @@ struct Pinger {
 
 impl Pinger {
     fn ping(&mut self, ctx: &mut Context<'_>) -> Result<(), AgentError> {
+        self.last = Instant::now();
         let result = ctx.send_with(
             header(self.peer, Performative::Request, Priority::Normal, 0),
             &self.payload,
@@ -240,7 +243,6 @@ impl Agent for Pinger {
         let now = Instant::now();
         self.record_from = now + self.warmup;
         self.deadline = self.record_from + self.duration;
-        self.last = now;
         self.ping(ctx)
     }
 
@@ -253,7 +255,6 @@ impl Agent for Pinger {
             finish(&self.outcome, Ok(std::mem::take(&mut self.recorder)));
             return Ok(());
         }
-        self.last = now;
         self.ping(ctx)
     }
 }

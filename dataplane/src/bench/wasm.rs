@@ -443,7 +443,8 @@ impl Agent for Trader {
                 self.recorder.record_between(self.sent_at, now);
             }
             if now < self.phase_end {
-                self.sent_at = now;
+                // From just before the send, as in the ping-pong suites.
+                self.sent_at = Instant::now();
                 return self.send(ctx);
             }
             self.latency_phase = false;
