@@ -3,8 +3,8 @@
 //! A frame lives in one heap block: a 16-byte [`BlockHeader`] (owning shard, size class,
 //! length) followed by the frame bytes, 16-byte aligned as `dataplane_frame` requires. A
 //! [`FrameHandle`] is the one pointer to a block; it moves between shards through the
-//! rings by value (inside a 16-byte `RingItem`), so a frame is encoded once, by its
-//! sender, and read in place by its receiver. Blocks come in power-of-two size classes from 256 bytes up to the
+//! rings by value (8 bytes), so a frame is encoded once, by its sender, and read in place
+//! by its receiver. Blocks come in power-of-two size classes from 256 bytes up to the
 //! largest frame the shard accepts, and each class keeps a LIFO free list so that a
 //! recycled buffer is likely still in cache.
 //!

@@ -243,40 +243,20 @@ impl std::error::Error for ReplaceError {
 
 /// What travels through a ring: a frame for this shard, or a buffer coming home.
 ///
-/// Two words. The first is a frame handle's pointer: it is 16-byte aligned, so bit 0 is
-/// free to say "returned buffer" and bit 1 "returned alone"; for a frame, bits 2 and 3
-/// carry its priority class. The second word is the frame's recipient (0 for a returned
-/// buffer). With the recipient and the class in the slot, the receiving shard queues a
-/// frame without reading it: the frame's own cache lines, which the sender's core wrote,
-/// are prefetched when the slot is read and arrive while the frame is queued and
-/// scheduled, instead of stalling the queueing (a descriptor, as a NIC ring carries; the
-/// frame bytes themselves are never copied). Both words are written by the sender from
-/// the header it encoded, so they always agree with the frame (checked in debug builds).
-///
-/// A buffer going home alone is not written on the way: its lines stay shared in both
-/// cores' caches instead of bouncing once more (the owner reads its block header to free
-/// it). Like a [`FrameHandle`], an item must be consumed ([`RingItem::into_parts`]); a
-/// dropped item leaks its buffer.
+/// Packed in one word: a frame handle's pointer is 16-byte aligned, so bit 0 is free to
+/// say "returned buffer" and bit 1 "returned alone". A buffer going home alone is not
+/// written on the way: its lines stay shared in both cores' caches instead of bouncing
+/// once more (the owner reads its block header to free it). Like a [`FrameHandle`], an
+/// item must be consumed ([`RingItem::into_parts`]); a dropped item leaks its buffer.
 #[derive(Debug)]
 #[must_use = "a ring item carries a frame buffer"]
-pub struct RingItem {
-    raw: usize,
-    to: u64,
-}
+pub struct RingItem(usize);
 
 /// The two kinds of [`RingItem`].
 #[derive(Debug)]
 pub enum RingItemKind {
-    /// A frame to deliver, with its recipient and priority class as the sender wrote
-    /// them into its header.
-    Frame {
-        /// The frame.
-        handle: FrameHandle,
-        /// The frame's `to`.
-        to: AgentId,
-        /// The frame's priority class ([`Priority::index`]).
-        class: usize,
-    },
+    /// A frame to deliver.
+    Frame(FrameHandle),
     /// A buffer the receiver owns, sent back after use, carrying others
     /// ([`FrameHandle::pack_returns`]).
     Returned(FrameHandle),
@@ -289,51 +269,21 @@ const RETURNED_BIT: usize = 1;
 /// With [`RETURNED_BIT`]: the carrier holds no packed handles.
 const ALONE_BIT: usize = 2;
 const TAG_BITS: usize = RETURNED_BIT | ALONE_BIT;
-/// Where a frame item keeps its priority class (two bits, four classes).
-const CLASS_SHIFT: u32 = 2;
-const CLASS_BITS: usize = 0b11 << CLASS_SHIFT;
-/// Every bit a pointer leaves free (blocks are 16-byte aligned).
-const LOW_BITS: usize = TAG_BITS | CLASS_BITS;
-
-const _: () = assert!(CLASSES <= 4);
-const _: () = assert!(LOW_BITS < dataplane_frame::FRAME_ALIGN);
 
 impl RingItem {
-    /// An item carrying a frame to deliver. Reads the frame's recipient and priority
-    /// (the sender's own, just-written lines).
+    /// An item carrying a frame to deliver.
     pub fn frame(handle: FrameHandle) -> RingItem {
-        let (to, class) = {
-            let frame = handle.frame();
-            (frame.to(), frame.priority().index())
-        };
-        RingItem::frame_to(handle, to, class)
-    }
-
-    /// An item carrying a frame whose recipient and class the caller already knows.
-    fn frame_to(handle: FrameHandle, to: AgentId, class: usize) -> RingItem {
-        debug_assert!(class < CLASSES);
-        debug_assert_eq!(handle.frame().to(), to);
-        debug_assert_eq!(handle.frame().priority().index(), class);
-        RingItem {
-            raw: handle.into_raw() | (class << CLASS_SHIFT),
-            to: to.0,
-        }
+        RingItem(handle.into_raw())
     }
 
     /// An item carrying a buffer home, with the others packed into it.
     pub fn returned(handle: FrameHandle) -> RingItem {
-        RingItem {
-            raw: handle.into_raw() | RETURNED_BIT,
-            to: 0,
-        }
+        RingItem(handle.into_raw() | RETURNED_BIT)
     }
 
     /// An item carrying one buffer home, nothing packed into it.
     pub fn returned_alone(handle: FrameHandle) -> RingItem {
-        RingItem {
-            raw: handle.into_raw() | RETURNED_BIT | ALONE_BIT,
-            to: 0,
-        }
+        RingItem(handle.into_raw() | RETURNED_BIT | ALONE_BIT)
     }
 
     /// Asks the CPU to start loading the buffer this item carries (its first two cache
@@ -345,7 +295,7 @@ impl RingItem {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let block = (self.raw & !LOW_BITS) as *const i8;
+            let block = self.0 as *const i8;
             // SAFETY: SSE is part of the x86-64 baseline, so the instruction exists; a
             // prefetch is a hint that never faults, and the block is at least 16 + 256
             // bytes long anyway.
@@ -358,23 +308,18 @@ impl RingItem {
 
     /// Whether the item brings a buffer home (as opposed to a frame to deliver).
     pub fn is_returned(&self) -> bool {
-        self.raw & RETURNED_BIT != 0
+        self.0 & RETURNED_BIT != 0
     }
 
     /// Unpacks the item.
     pub fn into_parts(self) -> RingItemKind {
-        let ptr = self.raw & !LOW_BITS;
-        // SAFETY: `ptr` is a pointer from `FrameHandle::into_raw` (its low four bits are
-        // clear because blocks are 16-byte aligned; only tags and the class were added)
-        // and this item, which is not Clone, is consumed here, so the handle is rebuilt
-        // exactly once.
-        let handle = unsafe { FrameHandle::from_raw(ptr) };
-        match self.raw & TAG_BITS {
-            0 => RingItemKind::Frame {
-                handle,
-                to: AgentId(self.to),
-                class: (self.raw & CLASS_BITS) >> CLASS_SHIFT,
-            },
+        let raw = self.0 & !TAG_BITS;
+        // SAFETY: `raw` is a pointer from `FrameHandle::into_raw` (bits 0 and 1 are clear
+        // in every such pointer because blocks are 16-byte aligned) and this item, which
+        // is not Clone, is consumed here, so the handle is rebuilt exactly once.
+        let handle = unsafe { FrameHandle::from_raw(raw) };
+        match self.0 & TAG_BITS {
+            0 => RingItemKind::Frame(handle),
             RETURNED_BIT => RingItemKind::Returned(handle),
             _ => RingItemKind::ReturnedAlone(handle),
         }
@@ -846,9 +791,8 @@ impl Shard {
                 self.release(carrier);
                 Ok(())
             }
-            crate::shard::RingItemKind::Frame { handle, to, class } => {
-                self.accept(handle, to, class)
-                    .map_err(|handle| RingItem::frame_to(handle, to, class))?;
+            crate::shard::RingItemKind::Frame(handle) => {
+                self.accept(handle).map_err(RingItem::frame)?;
                 self.stats.received_remote += 1;
                 Ok(())
             }
@@ -952,9 +896,7 @@ impl Shard {
                         returns.push(carrier);
                     }
                     RingItemKind::ReturnedAlone(carrier) => returns.push(carrier),
-                    RingItemKind::Frame { .. } => {
-                        unreachable!("a returned item stays returned")
-                    }
+                    RingItemKind::Frame(_) => unreachable!("a returned item stays returned"),
                 }
                 return pushed;
             }
@@ -963,8 +905,8 @@ impl Shard {
         let outbound = &mut self.outbound[to_shard];
         while let Some(handle) = outbound.pop_front() {
             if let Err(item) = push(RingItem::frame(handle)) {
-                let RingItemKind::Frame { handle, .. } = item.into_parts() else {
-                    unreachable!("a frame item stays a frame")
+                let RingItemKind::Frame(handle) = item.into_parts() else {
+                    unreachable!()
                 };
                 outbound.push_front(handle);
                 return pushed;
@@ -1044,9 +986,9 @@ impl Shard {
         }
     }
 
-    /// Queues a frame that arrived for one of our agents. `to` and `class` come from the
-    /// ring item, so a frame for a known agent is not read here (see [`RingItem`]).
-    fn accept(&mut self, frame: FrameHandle, to: AgentId, class: usize) -> Result<(), FrameHandle> {
+    /// Queues a frame that arrived for one of our agents.
+    fn accept(&mut self, frame: FrameHandle) -> Result<(), FrameHandle> {
+        let to = frame.frame().to();
         let index = match self.last_accepted {
             Some((id, index)) if id == to => index,
             _ => {
@@ -1062,7 +1004,7 @@ impl Shard {
             self.stats.stalled_deliveries += 1;
             return Err(frame);
         }
-        self.enqueue_class(index, class, frame);
+        self.enqueue(index, frame);
         Ok(())
     }
 
@@ -1092,11 +1034,6 @@ impl Shard {
     /// the agent waits out a back-off, puts the slot on the frame's ready list.
     fn enqueue(&mut self, index: u32, frame: FrameHandle) {
         let class = frame.frame().priority().index();
-        self.enqueue_class(index, class, frame);
-    }
-
-    /// [`Shard::enqueue`] for a frame whose priority class is known.
-    fn enqueue_class(&mut self, index: u32, class: usize, frame: FrameHandle) {
         let slot = &mut self.slots[index as usize];
         slot.mailbox.push(class, frame);
         let bit = 1u8 << class;

@@ -7,8 +7,8 @@ use std::rc::Rc;
 
 use dataplane_frame::{AgentId, Flags, Header, Performative, Priority};
 use dataplane_shard::{
-    id_on_shard, Agent, AgentError, Context, Message, RestartPolicy, RingItem, RingItemKind,
-    SendError, Shard, ShardConfig,
+    id_on_shard, Agent, AgentError, Context, Message, RestartPolicy, RingItem, SendError, Shard,
+    ShardConfig,
 };
 
 type Inbox = Rc<RefCell<Vec<(Header, Vec<u8>)>>>;
@@ -318,49 +318,6 @@ fn foreign_buffers_go_home_alone_or_packed_and_survive_a_full_ring() {
         );
     }
     assert_eq!(a.stats().frames_returned, 6);
-}
-
-/// A frame's ring item names its recipient and priority class (the receiver queues it
-/// from those alone), and they agree with the frame: classes are served critical first
-/// on the receiving shard, FIFO within a class.
-#[test]
-fn ring_items_carry_recipient_and_class() {
-    let (mut a, mut b) = pair();
-    let sender = id_on_shard(1, 0, 2);
-    let target = id_on_shard(1, 1, 2);
-    let inbox = recorder_on(&mut b, target);
-    let sent = [
-        (Priority::Low, b"low-1"),
-        (Priority::Critical, b"crit1"),
-        (Priority::Normal, b"norm1"),
-        (Priority::Low, b"low-2"),
-        (Priority::Critical, b"crit2"),
-    ];
-    for (priority, payload) in sent {
-        let header = Header {
-            priority,
-            ..header(target, sender)
-        };
-        a.handle_send(&header, payload).unwrap();
-    }
-    let mut items = Vec::new();
-    a.poll_transmit(1, |item| {
-        items.push(item);
-        Ok(())
-    });
-    assert_eq!(items.len(), sent.len());
-    for (item, (priority, _)) in items.into_iter().zip(sent) {
-        let RingItemKind::Frame { handle, to, class } = item.into_parts() else {
-            panic!("a frame travels as a frame item");
-        };
-        assert_eq!((to, class), (target, priority.index()));
-        assert_eq!(handle.frame().to(), target);
-        b.handle_ring_item(RingItem::frame(handle)).unwrap();
-    }
-    assert_eq!(b.poll_deliver(0, 100), sent.len());
-    let order: Vec<Vec<u8>> = inbox.borrow().iter().map(|(_, p)| p.clone()).collect();
-    let expected: [&[u8]; 5] = [b"crit1", b"crit2", b"norm1", b"low-1", b"low-2"];
-    assert_eq!(order, expected);
 }
 
 /// A [`Recorder`] that takes up to 4 messages per call (the default `on_batch`).
