@@ -263,7 +263,7 @@ impl Driver {
                 work += io.poll(&mut self.core, now_ns);
             }
         }
-        work += self.receive();
+        work += self.receive(now_ns);
         work += self
             .core
             .poll_deliver(now_ns, self.shared.config.poll_budget_messages);
@@ -281,8 +281,9 @@ impl Driver {
     /// buffers coming home do not (a return is one free-list push), so returns are never
     /// starved by a busy shard: otherwise a sender that polls slowly takes back fewer
     /// buffers per poll than it sends, and its pool drains into the receiver's return
-    /// queue.
-    fn receive(&mut self) -> usize {
+    /// queue. A frame that comes alone may be handled at once, at `now_ns`
+    /// (`Shard::handle_lone_ring_item`): the request/reply path.
+    fn receive(&mut self, now_ns: u64) -> usize {
         let batch = self.shared.config.ring_batch_frames;
         let Driver {
             core,
@@ -310,6 +311,7 @@ impl Driver {
             while stalled.is_empty() && frames < batch {
                 // Take the batch first, starting each frame's cache misses, then handle
                 // it: the misses overlap instead of queueing one behind the other.
+                let before = frames;
                 let taken = consumer.pop_batch(batch - frames, |item| {
                     if !item.is_returned() {
                         frames += 1;
@@ -317,6 +319,7 @@ impl Driver {
                     item.prefetch();
                     scratch.push(item);
                 });
+                let lone = frames - before == 1;
                 for item in scratch.drain(..) {
                     // Returns have no order to keep: they are freed at the end of the poll,
                     // off the path of the frames next to them (a returned batch's count
@@ -329,7 +332,12 @@ impl Driver {
                         stalled.push_back(item);
                         continue;
                     }
-                    match core.handle_ring_item(item) {
+                    let handled = if lone {
+                        core.handle_lone_ring_item(item, now_ns)
+                    } else {
+                        core.handle_ring_item(item)
+                    };
+                    match handled {
                         Ok(()) => work += 1,
                         Err(item) => stalled.push_back(item),
                     }

@@ -320,6 +320,67 @@ fn foreign_buffers_go_home_alone_or_packed_and_survive_a_full_ring() {
     assert_eq!(a.stats().frames_returned, 6);
 }
 
+/// Everything `from` has for shard `to`, as ring items.
+fn transmit_all(from: &mut Shard, to: usize) -> Vec<RingItem> {
+    let mut items = Vec::new();
+    from.poll_transmit(to, |item| {
+        items.push(item);
+        Ok(())
+    });
+    items
+}
+
+/// A frame that comes alone is handled at once when nothing else waits, and queued like
+/// any other when something does (another agent ready, or its own mailbox not empty), so
+/// neither priorities nor per-sender order change.
+#[test]
+fn a_lone_ring_frame_is_handled_at_once_only_when_nothing_waits() {
+    let (mut a, mut b) = pair();
+    let sender = id_on_shard(1, 0, 2);
+    let target = id_on_shard(1, 1, 2);
+    let other = id_on_shard(target.0 + 1, 1, 2);
+    let inbox = recorder_on(&mut b, target);
+    let other_inbox = recorder_on(&mut b, other);
+
+    // Nothing waits: handled inside the call, at the time given.
+    a.handle_send(&header(target, sender), b"first").unwrap();
+    for item in transmit_all(&mut a, 1) {
+        b.handle_lone_ring_item(item, 5).unwrap();
+    }
+    assert_eq!(inbox.borrow().len(), 1);
+    assert_eq!(b.stats().messages_handled, 1);
+    assert_eq!(b.stats().received_remote, 1);
+    assert_eq!(b.poll_deliver(0, 100), 0);
+
+    // Another agent is ready: queued, and served by priority afterwards.
+    let low = Header {
+        priority: Priority::Low,
+        ..header(other, target)
+    };
+    b.handle_send(&low, b"low").unwrap();
+    let critical = Header {
+        priority: Priority::Critical,
+        ..header(target, sender)
+    };
+    a.handle_send(&critical, b"critical").unwrap();
+    for item in transmit_all(&mut a, 1) {
+        b.handle_lone_ring_item(item, 6).unwrap();
+    }
+    assert_eq!(inbox.borrow().len(), 1, "queued behind the ready agent");
+    assert_eq!(b.poll_deliver(0, 100), 2);
+    assert_eq!(inbox.borrow()[1].1, b"critical");
+    assert_eq!(other_inbox.borrow().len(), 1);
+
+    // A frame for an unknown agent still gets its failure reply.
+    let nobody = id_on_shard(target.0 + 1_000, 1, 2);
+    a.handle_send(&header(nobody, sender), b"lost").unwrap();
+    for item in transmit_all(&mut a, 1) {
+        b.handle_lone_ring_item(item, 7).unwrap();
+    }
+    assert_eq!(b.stats().unknown_agent, 1);
+    assert!(b.wants_transmit(0), "the failure reply waits for the ring");
+}
+
 /// A [`Recorder`] that takes up to 4 messages per call (the default `on_batch`).
 struct BatchRecorder(Inbox);
 

@@ -286,14 +286,20 @@ impl Sim {
     fn receive(&mut self, to: usize, from: usize, budget: usize) -> usize {
         let mut moved = 0;
         for _ in 0..budget {
-            let item = match self.stalled[to][from].pop_front() {
-                Some(item) => item,
+            // A one-item take of a fresh frame is what the driver calls a lone frame.
+            let (item, lone) = match self.stalled[to][from].pop_front() {
+                Some(item) => (item, false),
                 None => match self.rings[from][to].pop_front() {
-                    Some(item) => item,
+                    Some(item) => (item, budget == 1),
                     None => break,
                 },
             };
-            match self.shards[to].handle_ring_item(item) {
+            let handled = if lone {
+                self.shards[to].handle_lone_ring_item(item, self.now_ns)
+            } else {
+                self.shards[to].handle_ring_item(item)
+            };
+            match handled {
                 Ok(()) => moved += 1,
                 Err(item) => {
                     self.stalled[to][from].push_front(item);
