@@ -235,6 +235,61 @@ static inline const uint8_t *dp_inbox_payload(const uint8_t *inbox) {
 /* Whether the message answers an earlier one. */
 static inline int dp_is_reply(const dp_header *h) { return (h->flags & DP_FLAG_REPLY) != 0; }
 
+/*
+ * Batches (optional export dp_on_batch; docs/agent-abi.md "Batches"). An agent that
+ * exports dp_on_batch(count) may be handed up to 32 queued messages in one call, which
+ * saves a guest entry per message. Walk them with dp_batch_start and dp_batch_next: each
+ * dp_batch_next marks its message as the one being handled (dp_reply answers it; it has
+ * its own send budget and time limit). Return 0 when all are handled; or stop at a message
+ * that fails and return its error code: it gets a failure reply, and the messages after it
+ * stay queued and come back, in order, in a later call.
+ *
+ *   DP_EXPORT("dp_on_batch") int32_t dp_on_batch(int32_t count) {
+ *       dp_batch batch = dp_batch_start(inbox, count);
+ *       for (const dp_header *h; (h = dp_batch_next(&batch)) != 0;) {
+ *           int32_t code = handle(h, dp_batch_payload(h), h->payload_len);
+ *           if (code != 0) return code;
+ *       }
+ *       return 0;
+ *   }
+ */
+typedef struct dp_batch {
+    uint8_t *inbox;  /* where the host wrote the batch */
+    uint8_t *next;   /* the next message's header */
+    uint32_t index;  /* the next message's index */
+    uint32_t count;  /* messages in the batch */
+} dp_batch;
+
+/* Bytes before the first message of a batch: the progress index and the count. */
+#define DP_BATCH_PREFIX_BYTES 8
+
+/* A walk over the `count` messages (dp_on_batch's argument) of the batch in `inbox`. */
+static inline dp_batch dp_batch_start(uint8_t *inbox, int32_t count) {
+    dp_batch batch;
+    batch.inbox = inbox;
+    batch.next = inbox + DP_BATCH_PREFIX_BYTES;
+    batch.index = 0;
+    batch.count = count > 0 ? (uint32_t)count : 0;
+    return batch;
+}
+
+/* The next message's header (its payload follows it: dp_batch_payload), marked as the
+ * one being handled; NULL after the last. */
+static inline const dp_header *dp_batch_next(dp_batch *batch) {
+    if (batch->index >= batch->count) return (const dp_header *)0;
+    /* Progress first: the host reads it to know which message a reply answers. */
+    __builtin_memcpy(batch->inbox, &batch->index, sizeof batch->index);
+    const dp_header *h = (const dp_header *)(const void *)batch->next;
+    batch->next += (DP_HEADER_BYTES + h->payload_len + 7u) & ~7u;
+    batch->index++;
+    return h;
+}
+
+/* The payload of a message of a batch (`payload_len` bytes). */
+static inline const uint8_t *dp_batch_payload(const dp_header *h) {
+    return (const uint8_t *)(const void *)h + DP_HEADER_BYTES;
+}
+
 /* Little-endian loads and stores at any alignment. */
 static inline uint64_t dp_load_u64(const void *p) {
     uint64_t v;
