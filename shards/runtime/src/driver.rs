@@ -13,6 +13,12 @@ use crate::doorbell::{doorbell, AsyncWaiter, Bell};
 use crate::io::ShardIo;
 use crate::{lock, IdlePolicy, RuntimeError, ShardReport, Shared};
 
+/// How many drain timeouts a shard that has stopped its agents waits for the others to
+/// stop theirs, at most, before it gives up draining.
+const STOP_WAIT_DRAIN_TIMEOUTS: u64 = 12;
+/// What a draining shard publishes as its pool's frames in flight while it still has
+/// work of its own (so that nobody stops on its account).
+pub(crate) const IN_FLIGHT_UNKNOWN: usize = usize::MAX;
 /// Idle polls a parking shard spins through before it sleeps: a burst that pauses for a
 /// few microseconds should not pay a doorbell round trip.
 const IDLE_POLLS_BEFORE_PARK: u32 = 256;
@@ -426,19 +432,38 @@ impl Driver {
     }
 
     /// Runs the control jobs accepted so far and refuses later ones, stops the agents,
-    /// then keeps moving frames until every shard has settled (or the drain timeout
+    /// then keeps moving frames until no frame is left anywhere (or the drain timeout
     /// passes), so buffers go home before their pools are freed.
+    ///
+    /// When to stop draining: every frame is a buffer some pool counts as in flight
+    /// until it is back on that pool's free list, wherever it is (a ring, a mailbox, a
+    /// return queue). Once every shard has stopped its agents, no frame can be made
+    /// except a failure reply to a frame that exists. So when every shard has stopped
+    /// and every pool reports zero frames in flight, nothing can arrive any more. Each
+    /// shard publishes its count, or "unknown" while it still has work, on every drain
+    /// iteration; a count that is stale is too high, never too low (a pool's count can
+    /// only grow in answer to a frame that another pool still counts).
     fn shutdown(&mut self) {
-        let shards = self.core.config().shards;
+        let shard = self.report.shard;
         let start_ns = self.now_ns();
-        let mut accepted = self.shared.controls[self.report.shard].close();
+        let mut accepted = self.shared.controls[shard].close();
         self.run_jobs(&mut accepted, start_ns);
         if let Some(io) = self.io.as_mut() {
             io.shutdown(&mut self.core, start_ns);
         }
         self.core.stop_all(start_ns);
-        let deadline_ns = start_ns + self.shared.config.drain_timeout.as_nanos() as u64;
-        let mut counted = false;
+        self.shared.stopped.fetch_add(1, Ordering::AcqRel);
+        // The drain timeout runs from the moment every shard has stopped its agents: a
+        // shard with many agents may take longer to stop them than its peers take to
+        // drain, and they must keep moving its frames meanwhile. A shard that never gets
+        // there (its thread died) must not hold the others forever: they wait at most
+        // `STOP_WAIT_DRAIN_TIMEOUTS` drain timeouts for it.
+        let shards = self.core.config().shards;
+        let drain_timeout_ns = self.shared.config.drain_timeout.as_nanos() as u64;
+        let give_up_ns = self
+            .now_ns()
+            .saturating_add(drain_timeout_ns.saturating_mul(STOP_WAIT_DRAIN_TIMEOUTS));
+        let mut deadline_ns = u64::MAX;
         loop {
             let now_ns = self.now_ns();
             let work = self.poll_once(now_ns);
@@ -449,17 +474,33 @@ impl Driver {
                     .consumers
                     .iter_mut()
                     .all(|(_, consumer)| consumer.is_empty());
-            if settled && !counted {
-                self.shared.drained.fetch_add(1, Ordering::AcqRel);
-                counted = true;
-            }
-            if counted && self.shared.drained.load(Ordering::Acquire) == shards {
-                // Everyone has flushed: take the last buffers coming home.
-                self.poll_once(now_ns);
-                break;
-            }
-            if now_ns > deadline_ns {
-                tracing::warn!(shard = self.report.shard, "shutdown drain timed out");
+            let in_flight = if settled {
+                self.core.pool().frames_in_flight()
+            } else {
+                IN_FLIGHT_UNKNOWN
+            };
+            self.shared.in_flight[shard].store(in_flight, Ordering::Release);
+            if self.shared.stopped.load(Ordering::Acquire) == shards {
+                if in_flight == 0
+                    && self
+                        .shared
+                        .in_flight
+                        .iter()
+                        .all(|count| count.load(Ordering::Acquire) == 0)
+                {
+                    break;
+                }
+                if deadline_ns == u64::MAX {
+                    deadline_ns = now_ns.saturating_add(drain_timeout_ns);
+                } else if now_ns > deadline_ns {
+                    tracing::warn!(shard, in_flight, "shutdown drain timed out");
+                    break;
+                }
+            } else if now_ns > give_up_ns {
+                tracing::warn!(
+                    shard,
+                    "shutdown: not every shard stopped its agents in time"
+                );
                 break;
             }
             std::hint::spin_loop();

@@ -75,7 +75,8 @@ pub struct RuntimeConfig {
     pub stall_threshold: Duration,
     /// How long a parked shard sleeps at most before looking around.
     pub park_timeout: Duration,
-    /// How long shutdown waits for in-flight frames to settle.
+    /// How long shutdown waits for in-flight frames to settle, counted from the moment
+    /// every shard has stopped its agents (stopping 100,000 WASM agents takes a while).
     pub drain_timeout: Duration,
 }
 
@@ -244,7 +245,11 @@ pub(crate) struct Shared {
     /// Start-up failures of shards' I/O, reported by `Node::start`.
     pub(crate) io_errors: Mutex<Vec<(usize, String)>>,
     pub(crate) stop: AtomicBool,
-    pub(crate) drained: AtomicUsize,
+    /// Shards that have stopped their agents during shutdown.
+    pub(crate) stopped: AtomicUsize,
+    /// Per shard, during shutdown: its pool's frames in flight once it has settled, or
+    /// `driver::IN_FLIGHT_UNKNOWN` (see `Driver::shutdown`).
+    pub(crate) in_flight: Vec<AtomicUsize>,
     pub(crate) started: Barrier,
     pub(crate) deployed: Barrier,
     /// `producers[from][to]`, filled by each consumer `to` after it pinned itself.
@@ -301,7 +306,10 @@ impl Node {
             io,
             io_errors: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
-            drained: AtomicUsize::new(0),
+            stopped: AtomicUsize::new(0),
+            in_flight: (0..shards)
+                .map(|_| AtomicUsize::new(driver::IN_FLIGHT_UNKNOWN))
+                .collect(),
             started: Barrier::new(shards + 1),
             deployed: Barrier::new(shards + 1),
             producers: Mutex::new(

@@ -166,3 +166,70 @@ fn empty_node_starts_and_stops() {
     let reports = node.stop().expect("node stops");
     assert_eq!(reports.len(), 2);
 }
+
+/// Takes long to stop, as a shard with very many WASM agents does.
+struct SlowToStop;
+
+impl Agent for SlowToStop {
+    fn on_message(&mut self, _: &Message<'_>, _: &mut Context<'_>) -> Result<(), AgentError> {
+        Ok(())
+    }
+
+    fn on_stop(&mut self, _: &mut Context<'_>) {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// A shard that takes longer to stop its agents than the drain timeout does not make its
+/// peers give up: the timeout runs once every shard has stopped its agents, so the
+/// buffers it holds still go home.
+#[test]
+fn a_shard_slow_to_stop_its_agents_still_gets_its_frames_drained() {
+    let _turn = turn();
+    let received = Arc::new(AtomicU64::new(0));
+    let generator_id = id_on_shard(1, 0, 2);
+    let checker_id = id_on_shard(1, 1, 2);
+    let slow_id = id_on_shard(checker_id.0 + 1, 1, 2);
+    let mut config = RuntimeConfig::new(cpus(), IdlePolicy::BusyPoll);
+    config.ring_capacity_frames = 64;
+    config.shard.mailbox_capacity_frames = 32;
+    config.drain_timeout = Duration::from_millis(50);
+    let factory = {
+        let received = received.clone();
+        Arc::new(
+            move |shard: usize, _shards: usize| -> Vec<(AgentId, Box<dyn Agent>)> {
+                if shard == 0 {
+                    let generator = Generator {
+                        to: checker_id,
+                        next: 0,
+                        refused: Arc::new(AtomicU64::new(0)),
+                    };
+                    vec![(generator_id, Box::new(generator))]
+                } else {
+                    let checker = Checker {
+                        expected: 0,
+                        received: received.clone(),
+                        out_of_order: Arc::new(AtomicBool::new(false)),
+                    };
+                    vec![
+                        (checker_id, Box::new(checker)),
+                        (slow_id, Box::new(SlowToStop)),
+                    ]
+                }
+            },
+        )
+    };
+    let node = Node::start(config, factory).expect("node starts");
+    // Stop while the flood is on, so shard 1 holds shard 0's buffers.
+    while received.load(Ordering::Acquire) < 10_000 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let reports = node.stop().expect("node stops");
+    for report in &reports {
+        assert_eq!(
+            report.frames_in_flight_at_exit, 0,
+            "shard {}: buffers home",
+            report.shard
+        );
+    }
+}
