@@ -615,7 +615,12 @@ impl Edge {
             if let Some(owner) = owner_of(&header.dcid) {
                 let owner = usize::from(owner);
                 if owner != self.shard {
-                    if owner < self.shards {
+                    if self.stopping {
+                        // The owner is closing its connections too, and may already
+                        // have stopped reading its rings: a frame sent now could only
+                        // wait there until its drain timed out.
+                        EdgeCounters::bump(&self.counters().datagrams_forward_dropped);
+                    } else if owner < self.shards {
                         self.forward(core, owner, peer, datagram);
                     } else {
                         EdgeCounters::bump(&self.counters().datagrams_unknown_connection);
@@ -1228,6 +1233,15 @@ impl ShardIo for Edge {
                     ErrorCode::ShuttingDown,
                     "the node is shutting down",
                 );
+                // A closing connection reads no more frames: the buffers it held for
+                // them go back now, not after QUIC's closing period, so that the shard's
+                // drain (which waits for every buffer) does not wait on them.
+                if let Some(frame) = connection.pending.take() {
+                    core.discard_incoming(frame);
+                }
+                if let Some(frame) = connection.reader.take_partial() {
+                    core.discard_incoming(frame);
+                }
                 self.service(core, slot, now_ns);
             }
         }

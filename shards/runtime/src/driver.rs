@@ -38,6 +38,12 @@ struct CloseControlOnExit {
 
 impl Drop for CloseControlOnExit {
     fn drop(&mut self) {
+        if !self.shared.stop_counted[self.shard].load(Ordering::Acquire) {
+            // Left by an error or a panic: its peers' shutdown must not wait for it to
+            // stop agents or hand buffers back. What it held is lost either way.
+            self.shared.stopped.fetch_add(1, Ordering::AcqRel);
+            self.shared.in_flight[self.shard].store(0, Ordering::Release);
+        }
         let dropped = self.shared.controls[self.shard].close();
         if !dropped.is_empty() {
             tracing::warn!(
@@ -287,7 +293,8 @@ impl Driver {
     /// buffers coming home do not (a return is one free-list push), so returns are never
     /// starved by a busy shard: otherwise a sender that polls slowly takes back fewer
     /// buffers per poll than it sends, and its pool drains into the receiver's return
-    /// queue. A frame that comes alone may be handled at once, at `now_ns`
+    /// queue. A frame that is the only one this receive takes from all rings (and from
+    /// the stalled queues) may be handled at once, at `now_ns`
     /// (`Shard::handle_lone_ring_item`): the request/reply path.
     fn receive(&mut self, now_ns: u64) -> usize {
         let batch = self.shared.config.ring_batch_frames;
@@ -300,24 +307,29 @@ impl Driver {
             ..
         } = self;
         let mut work = 0;
+        // The first frame of this receive is held back until every ring has been read:
+        // if it stays the only one, it may be handled at once; a second frame anywhere
+        // makes it queue first, ahead of that frame, like all the others.
+        let mut held: Option<(usize, RingItem)> = None;
+        let mut frames_seen = 0usize;
         for (from, consumer) in consumers.iter_mut() {
+            let from = *from;
             // Overlap the slot's cache miss with the miss on the producer's index.
             consumer.prefetch_next();
-            let stalled = &mut stalled[*from];
-            while let Some(item) = stalled.pop_front() {
+            while let Some(item) = stalled[from].pop_front() {
+                frames_seen += 1;
                 match core.handle_ring_item(item) {
                     Ok(()) => work += 1,
                     Err(item) => {
-                        stalled.push_front(item);
+                        stalled[from].push_front(item);
                         break;
                     }
                 }
             }
             let mut frames = 0;
-            while stalled.is_empty() && frames < batch {
+            while stalled[from].is_empty() && frames < batch {
                 // Take the batch first, starting each frame's cache misses, then handle
                 // it: the misses overlap instead of queueing one behind the other.
-                let before = frames;
                 let taken = consumer.pop_batch(batch - frames, |item| {
                     if !item.is_returned() {
                         frames += 1;
@@ -325,7 +337,6 @@ impl Driver {
                     item.prefetch();
                     scratch.push(item);
                 });
-                let lone = frames - before == 1;
                 for item in scratch.drain(..) {
                     // Returns have no order to keep: they are freed at the end of the poll,
                     // off the path of the frames next to them (a returned batch's count
@@ -334,23 +345,35 @@ impl Driver {
                         returned.push(item);
                         continue;
                     }
-                    if !stalled.is_empty() {
-                        stalled.push_back(item);
+                    frames_seen += 1;
+                    if frames_seen == 1 {
+                        held = Some((from, item));
                         continue;
                     }
-                    let handled = if lone {
-                        core.handle_lone_ring_item(item, now_ns)
-                    } else {
-                        core.handle_ring_item(item)
-                    };
-                    match handled {
+                    if let Some((source, first)) = held.take() {
+                        match core.handle_ring_item(first) {
+                            Ok(()) => work += 1,
+                            Err(first) => stalled[source].push_back(first),
+                        }
+                    }
+                    if !stalled[from].is_empty() {
+                        stalled[from].push_back(item);
+                        continue;
+                    }
+                    match core.handle_ring_item(item) {
                         Ok(()) => work += 1,
-                        Err(item) => stalled.push_back(item),
+                        Err(item) => stalled[from].push_back(item),
                     }
                 }
                 if taken == 0 {
                     break;
                 }
+            }
+        }
+        if let Some((source, item)) = held {
+            match core.handle_lone_ring_item(item, now_ns) {
+                Ok(()) => work += 1,
+                Err(item) => stalled[source].push_back(item),
             }
         }
         work
@@ -452,6 +475,7 @@ impl Driver {
             io.shutdown(&mut self.core, start_ns);
         }
         self.core.stop_all(start_ns);
+        self.shared.stop_counted[shard].store(true, Ordering::Release);
         self.shared.stopped.fetch_add(1, Ordering::AcqRel);
         // The drain timeout runs from the moment every shard has stopped its agents: a
         // shard with many agents may take longer to stop them than its peers take to
@@ -466,6 +490,11 @@ impl Driver {
         let mut deadline_ns = u64::MAX;
         loop {
             let now_ns = self.now_ns();
+            // "Unknown" before the poll: anything this poll sends or answers is then
+            // published after it, so no peer reads a zero that this poll has outdated.
+            self.shared.in_flight[shard].store(IN_FLIGHT_UNKNOWN, Ordering::Release);
+            // The I/O on every pass: closing connections need their timers swept.
+            self.io_due = true;
             let work = self.poll_once(now_ns);
             let settled = work == 0
                 && self.core.is_idle()
@@ -479,7 +508,9 @@ impl Driver {
             } else {
                 IN_FLIGHT_UNKNOWN
             };
-            self.shared.in_flight[shard].store(in_flight, Ordering::Release);
+            if settled {
+                self.shared.in_flight[shard].store(in_flight, Ordering::Release);
+            }
             if self.shared.stopped.load(Ordering::Acquire) == shards {
                 if in_flight == 0
                     && self

@@ -245,8 +245,11 @@ pub(crate) struct Shared {
     /// Start-up failures of shards' I/O, reported by `Node::start`.
     pub(crate) io_errors: Mutex<Vec<(usize, String)>>,
     pub(crate) stop: AtomicBool,
-    /// Shards that have stopped their agents during shutdown.
+    /// Shards that have stopped their agents during shutdown (or left early).
     pub(crate) stopped: AtomicUsize,
+    /// Per shard: it has counted itself in `stopped` (in `Driver::shutdown`); a shard
+    /// that leaves without doing so is counted on its way out.
+    pub(crate) stop_counted: Vec<AtomicBool>,
     /// Per shard, during shutdown: its pool's frames in flight once it has settled, or
     /// `driver::IN_FLIGHT_UNKNOWN` (see `Driver::shutdown`).
     pub(crate) in_flight: Vec<AtomicUsize>,
@@ -307,6 +310,7 @@ impl Node {
             io_errors: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
             stopped: AtomicUsize::new(0),
+            stop_counted: (0..shards).map(|_| AtomicBool::new(false)).collect(),
             in_flight: (0..shards)
                 .map(|_| AtomicUsize::new(driver::IN_FLIGHT_UNKNOWN))
                 .collect(),

@@ -799,11 +799,11 @@ impl Shard {
         }
     }
 
-    /// [`Shard::handle_ring_item`] for a frame that came alone (its ring had nothing
-    /// else for this poll but buffers going home): when nothing else waits on this shard
-    /// (no ready agent, no deferred self-send) and its agent is running with an empty
-    /// mailbox, the agent handles it at once, at `now_ns`, instead of through the mailbox
-    /// and the ready lists. That is exactly what the next [`Shard::poll_deliver`] would
+    /// [`Shard::handle_ring_item`] for a frame that came alone (the driver took no other
+    /// frame from any ring in this poll, only buffers going home): when nothing else
+    /// waits on this shard (no ready agent, no deferred self-send, no restart timer) and
+    /// its agent is running with an empty mailbox, the agent handles it at once, at
+    /// `now_ns`, instead of through the mailbox and the ready lists. That is exactly what the next [`Shard::poll_deliver`] would
     /// do first, minus the queueing: about 10 ns a message on this machine
     /// (`examples/deliver_cost.rs`), a third of a round trip's software. Per-sender order
     /// holds (the mailbox is empty), and so do priorities (nothing else is waiting).
@@ -813,6 +813,7 @@ impl Shard {
             || self.running.is_some()
             || !self.deferred.is_empty()
             || !self.ready.is_empty()
+            || !self.timers.is_empty()
         {
             return self.handle_ring_item(item);
         }
