@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dataplane_frame::{AgentId, Flags, Header, Performative, Priority};
-use dataplane_runtime::{IdlePolicy, Node, RuntimeConfig};
+use dataplane_runtime::{AgentFactory, IdlePolicy, Node, RuntimeConfig};
 use dataplane_shard::{id_on_shard, Agent, AgentError, Context, Message};
 
 const MESSAGES: u64 = 1_000_000;
@@ -81,43 +81,62 @@ impl Agent for Checker {
     }
 }
 
+/// The agents a shard starts with, as an `AgentFactory` returns them.
+type Agents = Vec<(AgentId, Box<dyn Agent>)>;
+
+/// What a flood from a generator on shard 0 to a checker on shard 1 reports.
+#[derive(Clone, Default)]
+struct Flood {
+    received: Arc<AtomicU64>,
+    refused: Arc<AtomicU64>,
+    out_of_order: Arc<AtomicBool>,
+}
+
+impl Flood {
+    /// A generator on shard 0 flooding a checker on shard 1, next to the agents
+    /// `more_on_1` makes there.
+    fn factory(&self, more_on_1: fn() -> Agents) -> AgentFactory {
+        let flood = self.clone();
+        let checker_id = id_on_shard(1, 1, 2);
+        Arc::new(move |shard: usize, _shards: usize| {
+            if shard == 0 {
+                let generator = Generator {
+                    to: checker_id,
+                    next: 0,
+                    refused: flood.refused.clone(),
+                };
+                let agents: Agents = vec![(id_on_shard(1, 0, 2), Box::new(generator))];
+                agents
+            } else {
+                let checker = Checker {
+                    expected: 0,
+                    received: flood.received.clone(),
+                    out_of_order: flood.out_of_order.clone(),
+                };
+                let mut agents: Agents = vec![(checker_id, Box::new(checker))];
+                agents.extend(more_on_1());
+                agents
+            }
+        })
+    }
+}
+
 fn million_across_shards(idle: IdlePolicy) {
     let _turn = turn();
-    let received = Arc::new(AtomicU64::new(0));
-    let refused = Arc::new(AtomicU64::new(0));
-    let out_of_order = Arc::new(AtomicBool::new(false));
-    let generator_id = id_on_shard(1, 0, 2);
-    let checker_id = id_on_shard(1, 1, 2);
+    let flood = Flood::default();
     let mut config = RuntimeConfig::new(cpus(), idle);
     config.ring_capacity_frames = 64;
     config.ring_batch_frames = 16;
     config.shard.mailbox_capacity_frames = 32;
     config.shard.outbound_capacity_frames = 64;
-    let factory = {
-        let (received, refused, out_of_order) =
-            (received.clone(), refused.clone(), out_of_order.clone());
-        Arc::new(
-            move |shard: usize, _shards: usize| -> Vec<(AgentId, Box<dyn Agent>)> {
-                if shard == 0 {
-                    let generator = Generator {
-                        to: checker_id,
-                        next: 0,
-                        refused: refused.clone(),
-                    };
-                    vec![(generator_id, Box::new(generator))]
-                } else {
-                    let checker = Checker {
-                        expected: 0,
-                        received: received.clone(),
-                        out_of_order: out_of_order.clone(),
-                    };
-                    vec![(checker_id, Box::new(checker))]
-                }
-            },
-        )
-    };
+    let factory = flood.factory(Vec::new);
     let node = Node::start(config, factory).expect("node starts");
     let deadline = Instant::now() + Duration::from_secs(120);
+    let Flood {
+        received,
+        refused,
+        out_of_order,
+    } = flood;
     while received.load(Ordering::Acquire) < MESSAGES && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -186,42 +205,18 @@ impl Agent for SlowToStop {
 #[test]
 fn a_shard_slow_to_stop_its_agents_still_gets_its_frames_drained() {
     let _turn = turn();
-    let received = Arc::new(AtomicU64::new(0));
-    let generator_id = id_on_shard(1, 0, 2);
-    let checker_id = id_on_shard(1, 1, 2);
-    let slow_id = id_on_shard(checker_id.0 + 1, 1, 2);
+    let flood = Flood::default();
     let mut config = RuntimeConfig::new(cpus(), IdlePolicy::BusyPoll);
     config.ring_capacity_frames = 64;
     config.shard.mailbox_capacity_frames = 32;
     config.drain_timeout = Duration::from_millis(50);
-    let factory = {
-        let received = received.clone();
-        Arc::new(
-            move |shard: usize, _shards: usize| -> Vec<(AgentId, Box<dyn Agent>)> {
-                if shard == 0 {
-                    let generator = Generator {
-                        to: checker_id,
-                        next: 0,
-                        refused: Arc::new(AtomicU64::new(0)),
-                    };
-                    vec![(generator_id, Box::new(generator))]
-                } else {
-                    let checker = Checker {
-                        expected: 0,
-                        received: received.clone(),
-                        out_of_order: Arc::new(AtomicBool::new(false)),
-                    };
-                    vec![
-                        (checker_id, Box::new(checker)),
-                        (slow_id, Box::new(SlowToStop)),
-                    ]
-                }
-            },
-        )
-    };
+    let factory = flood.factory(|| {
+        let slow_id = id_on_shard(id_on_shard(1, 1, 2).0 + 1, 1, 2);
+        vec![(slow_id, Box::new(SlowToStop) as Box<dyn Agent>)]
+    });
     let node = Node::start(config, factory).expect("node starts");
     // Stop while the flood is on, so shard 1 holds shard 0's buffers.
-    while received.load(Ordering::Acquire) < 10_000 {
+    while flood.received.load(Ordering::Acquire) < 10_000 {
         std::thread::sleep(Duration::from_millis(1));
     }
     let reports = node.stop().expect("node stops");
