@@ -820,19 +820,13 @@ impl Shard {
         let RingItemKind::Frame(frame) = item.into_parts() else {
             unreachable!("checked: not a returned buffer");
         };
-        let to = frame.frame().to();
-        let index = match self.last_accepted {
-            Some((id, index)) if id == to => Some(index),
-            _ => self.index.get(&to).copied(),
-        };
-        let Some(index) = index else {
+        let Some(index) = self.local_index(frame.frame().to()) else {
             return self.handle_ring_item(RingItem::frame(frame));
         };
         let slot = &self.slots[index as usize];
         if slot.state != Life::Running || slot.mailbox.len_frames() != 0 {
             return self.handle_ring_item(RingItem::frame(frame));
         }
-        self.last_accepted = Some((to, index));
         self.stats.received_remote += 1;
         self.dispatch(index, frame, now_ns);
         Ok(())
@@ -1032,17 +1026,9 @@ impl Shard {
 
     /// Queues a frame that arrived for one of our agents.
     fn accept(&mut self, frame: FrameHandle) -> Result<(), FrameHandle> {
-        let to = frame.frame().to();
-        let index = match self.last_accepted {
-            Some((id, index)) if id == to => index,
-            _ => {
-                let Some(&index) = self.index.get(&to) else {
-                    let header = frame.frame().header();
-                    return self.bounce_unknown(frame, &header);
-                };
-                self.last_accepted = Some((to, index));
-                index
-            }
+        let Some(index) = self.local_index(frame.frame().to()) else {
+            let header = frame.frame().header();
+            return self.bounce_unknown(frame, &header);
         };
         if self.slots[index as usize].mailbox.len_frames() >= self.config.mailbox_capacity_frames {
             self.stats.stalled_deliveries += 1;
@@ -1050,6 +1036,19 @@ impl Shard {
         }
         self.enqueue(index, frame);
         Ok(())
+    }
+
+    /// The slot of the local agent `to`, through a one-entry cache: frames from a ring
+    /// come in runs for one agent.
+    fn local_index(&mut self, to: AgentId) -> Option<u32> {
+        match self.last_accepted {
+            Some((id, index)) if id == to => Some(index),
+            _ => {
+                let index = *self.index.get(&to)?;
+                self.last_accepted = Some((to, index));
+                Some(index)
+            }
+        }
     }
 
     /// Moves the frames agents sent to themselves during the last poll into their
