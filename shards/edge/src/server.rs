@@ -4,12 +4,13 @@
 //! ([`ShardIo`]). Nothing here is shared between shards except the counters (written by
 //! their own shard only).
 //!
-//! A connection is served like an agent: at accept the edge deploys a small native agent
-//! for it (its *connection id*, an [`AgentId`] that routes to this shard). Frames read from
-//! the client's stream are stamped with that id as their sender and routed by the shard
-//! like any other frame ([`Shard::handle_incoming`]: local mailbox or ring, no
-//! re-encoding); replies come back to the connection agent, which queues them on the
-//! connection's stream. Datagrams whose connection id names another shard (the client's
+//! A connection is addressed like an agent: at accept the edge deploys a *sink* for it
+//! ([`Shard::deploy_sink`], under its *connection id*, an [`AgentId`] that routes to this
+//! shard). Frames read from the client's stream are stamped with that id as their sender
+//! and routed by the shard like any other frame ([`Shard::handle_incoming`]: handled on
+//! arrival, local mailbox or ring, no re-encoding); replies sent to the connection id, from
+//! this shard or through the ring, go straight into the sink, which appends them to the
+//! connection's stream output. Datagrams whose connection id names another shard (the client's
 //! address changed and the kernel's `SO_REUSEPORT` hash moved it) are wrapped in a frame
 //! for that shard's *edge agent* and travel through the ring mesh.
 
@@ -28,7 +29,8 @@ use std::time::{Duration, Instant};
 use dataplane_frame::{AgentId, Flags, Header, Performative, Priority, FRAME_FIXED_BYTES};
 use dataplane_runtime::{IoFactory, ShardIo};
 use dataplane_shard::{
-    id_on_shard, Agent, AgentError, Context, Incoming, IncomingFrame, Message, Shard,
+    id_on_shard, Agent, AgentError, Context, Incoming, IncomingFrame, Message, Shard, Sink,
+    SinkFull,
 };
 
 use crate::cid::{new_cid, owner_of, CID_BYTES};
@@ -321,20 +323,25 @@ fn append_frame(out: &mut Vec<u8>, scratch: &mut AlignedBuf, header: &Header, pa
     }
 }
 
-/// The agent standing for one client connection: what it receives goes to the client.
-struct ConnectionAgent {
+/// The sink standing for one client connection: what is sent to its id goes to the
+/// client, appended to the connection's egress as it is sent.
+struct ConnectionSink {
     egress: Rc<RefCell<Egress>>,
     shared: Rc<RefCell<Shared>>,
     scratch: AlignedBuf,
+    /// Egress bytes past which senders see back-pressure: the point at which the edge
+    /// closes the connection for not reading (`read_frames`).
+    capacity_bytes: usize,
 }
 
-impl Agent for ConnectionAgent {
-    fn on_message(
-        &mut self,
-        message: &Message<'_>,
-        _ctx: &mut Context<'_>,
-    ) -> Result<(), AgentError> {
+impl Sink for ConnectionSink {
+    fn deliver(&mut self, message: &Message<'_>) -> Result<(), SinkFull> {
         let mut egress = self.egress.borrow_mut();
+        if egress.queued_bytes() > self.capacity_bytes {
+            return Err(SinkFull {
+                capacity_bytes: self.capacity_bytes,
+            });
+        }
         let was_empty = egress.queued_bytes() == 0;
         append_frame(
             &mut egress.bytes,
@@ -599,7 +606,6 @@ impl Edge {
         datagram: &mut [u8],
         peer: SocketAddr,
         forwarded: bool,
-        now_ns: u64,
     ) {
         let header = match quiche::Header::from_slice(datagram, CID_BYTES) {
             Ok(header) => header,
@@ -632,7 +638,7 @@ impl Edge {
         let slot = match self.by_cid.get(header.dcid.as_ref()) {
             Some(&slot) => slot,
             None if header.ty == quiche::Type::Initial => {
-                match self.accept(core, &header, datagram, peer, now_ns) {
+                match self.accept(core, &header, datagram, peer) {
                     Some(slot) => slot,
                     None => return,
                 }
@@ -688,7 +694,6 @@ impl Edge {
         header: &quiche::Header<'_>,
         datagram: &[u8],
         peer: SocketAddr,
-        now_ns: u64,
     ) -> Option<usize> {
         if !quiche::version_is_supported(header.version) {
             let out = self.tx.next_buf()?;
@@ -738,13 +743,14 @@ impl Edge {
         if !busy {
             let start = u64::from_le_bytes(scid[8..16].try_into().unwrap_or([0; 8]));
             id = id_on_shard(start, self.shard, self.shards);
-            let agent = ConnectionAgent {
+            let sink = ConnectionSink {
                 egress: Rc::clone(&egress),
                 shared: Rc::clone(&self.shared),
                 scratch: AlignedBuf::new(256),
+                capacity_bytes: not_reading_bytes(&self.config),
             };
-            if let Err(error) = core.deploy(id, Box::new(agent), now_ns) {
-                tracing::debug!(shard = self.shard, %error, "connection agent not deployed");
+            if let Err(error) = core.deploy_sink(id, Box::new(sink)) {
+                tracing::debug!(shard = self.shard, %error, "connection sink not deployed");
                 refused = true;
             }
         }
@@ -816,6 +822,7 @@ impl Edge {
                 counters,
                 &mut self.scratch,
                 staging,
+                now_ns,
             );
             staging.save(&mut connection.leftover);
             work += write_egress(connection, counters);
@@ -936,6 +943,7 @@ fn read_frames(
     counters: &EdgeCounters,
     scratch: &mut AlignedBuf,
     staging: &mut Staging,
+    now_ns: u64,
 ) -> usize {
     let mut work = 0;
     loop {
@@ -945,8 +953,7 @@ fn read_frames(
         // the client reads.
         let queued = connection.egress.borrow().queued_bytes();
         if queued > config.egress_bytes_max || work >= FRAMES_READ_PER_SERVICE {
-            let close_at = 2 * config.egress_bytes_max + config.stream_window_bytes as usize;
-            if queued > close_at {
+            if queued > not_reading_bytes(config) {
                 EdgeCounters::bump(&counters.connections_not_reading);
                 close(connection, ErrorCode::NotReading, "replies not read");
             } else if queued > config.egress_bytes_max {
@@ -955,7 +962,7 @@ fn read_frames(
             return work;
         }
         if let Some(frame) = connection.pending.take() {
-            if !submit(connection, core, frame, counters, scratch) {
+            if !submit(connection, core, frame, counters, scratch, now_ns) {
                 return work;
             }
             work += 1;
@@ -978,7 +985,7 @@ fn read_frames(
         };
         match event {
             Ok(Event::Frame(frame)) => {
-                if !submit(connection, core, frame, counters, scratch) {
+                if !submit(connection, core, frame, counters, scratch, now_ns) {
                     return work;
                 }
                 work += 1;
@@ -1026,6 +1033,14 @@ fn read_frames(
     }
 }
 
+/// Egress bytes past which a connection is closed for not reading its replies (and its
+/// sink refuses more). Requests read before reads paused (at `egress_bytes_max`) may still
+/// add a stream window of replies, so only a queue past twice that means the client does
+/// not read.
+fn not_reading_bytes(config: &EdgeConfig) -> usize {
+    2 * config.egress_bytes_max + config.stream_window_bytes as usize
+}
+
 /// The header of an error frame the edge sends a client about its request.
 fn error_header(connection_id: AgentId, about: AgentId, correlation_id: u64) -> Header {
     Header {
@@ -1046,6 +1061,7 @@ fn submit(
     mut frame: IncomingFrame,
     counters: &EdgeCounters,
     scratch: &mut AlignedBuf,
+    now_ns: u64,
 ) -> bool {
     // The raw fields, for an error reply if the frame turns out invalid.
     let (raw_to, raw_correlation) = {
@@ -1062,7 +1078,7 @@ fn submit(
             (AgentId(0), 0)
         }
     };
-    match core.handle_incoming(frame, connection.id) {
+    match core.handle_incoming(frame, connection.id, now_ns) {
         Incoming::Accepted(_) => {
             EdgeCounters::bump(&counters.frames_in);
             true
@@ -1155,7 +1171,7 @@ impl ShardIo for Edge {
                 break;
             };
             EdgeCounters::bump(&self.counters().datagrams_forwarded_in);
-            self.handle_datagram(core, &mut datagram, peer, true, now_ns);
+            self.handle_datagram(core, &mut datagram, peer, true);
             work += 1;
         }
         // The socket.
@@ -1177,7 +1193,7 @@ impl ShardIo for Edge {
             let mut rx = std::mem::take(&mut self.rx);
             for i in 0..got {
                 let (datagram, peer) = rx.get_mut(i);
-                self.handle_datagram(core, datagram, peer, false, now_ns);
+                self.handle_datagram(core, datagram, peer, false);
             }
             self.rx = rx;
             work += got;

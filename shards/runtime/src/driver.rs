@@ -270,12 +270,15 @@ impl Driver {
     /// One iteration: rings in, handlers, rings out. Returns the units of work done.
     fn poll_once(&mut self, now_ns: u64) -> usize {
         let mut work = 0;
+        // Rings before the network: the edge hands a frame to its agent at once when
+        // nothing waits (`Shard::handle_incoming`), so what the rings already hold must
+        // be queued first, or a client's frame could overtake a more urgent one.
+        work += self.receive(now_ns);
         if let Some(io) = self.io.as_mut() {
             if self.io_due || self.report.polls.is_multiple_of(IDLE_POLLS_PER_IO_POLL) {
                 work += io.poll(&mut self.core, now_ns);
             }
         }
-        work += self.receive(now_ns);
         work += self
             .core
             .poll_deliver(now_ns, self.shared.config.poll_budget_messages);

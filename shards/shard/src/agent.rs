@@ -157,3 +157,32 @@ pub struct BatchOutcome {
     /// The failure of message `handled`, if it failed.
     pub error: Option<AgentError>,
 }
+
+/// A host endpoint that takes each message the moment it is sent, with no mailbox and no
+/// handler turn: the network edge's client connections, whose whole "handling" is to
+/// append the frame to the connection's output. Deployed with [`Shard::deploy_sink`]
+/// under an agent id, it is addressed like any agent (from this shard, other shards and
+/// the edge) and removed with [`Shard::undeploy`].
+///
+/// `deliver` runs inside the sender's call (an agent's `send` or `reply`, a ring frame
+/// being taken, a frame arriving from the edge): it must be cheap, must not panic, and
+/// cannot send. Per-sender order is the order of the sends; priorities do not reorder
+/// anything, since nothing waits.
+///
+/// [`Shard::deploy_sink`]: crate::Shard::deploy_sink
+/// [`Shard::undeploy`]: crate::Shard::undeploy
+pub trait Sink {
+    /// Takes one message, or refuses it because the endpoint is over its bound; the
+    /// sender then sees back-pressure ([`SendError::SinkFull`]) and may retry.
+    ///
+    /// [`SendError::SinkFull`]: crate::SendError::SinkFull
+    fn deliver(&mut self, message: &Message<'_>) -> Result<(), SinkFull>;
+}
+
+/// A [`Sink`] refused a message: it holds more than its bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("holds more than its {capacity_bytes}-byte bound")]
+pub struct SinkFull {
+    /// The sink's bound.
+    pub capacity_bytes: usize,
+}

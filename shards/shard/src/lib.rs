@@ -52,7 +52,7 @@ pub mod routing;
 mod shard;
 mod stats;
 
-pub use agent::{Agent, AgentError, BatchOutcome, Message};
+pub use agent::{Agent, AgentError, BatchOutcome, Message, Sink, SinkFull};
 pub use mailbox::CLASSES;
 pub use pool::{FrameHandle, FramePool, PoolError, Released};
 pub use restart::{AgentState, AgentStatus, RestartPolicy};

@@ -26,7 +26,7 @@ use std::panic::{self, AssertUnwindSafe};
 
 use dataplane_frame::{AgentId, Flags, FrameError, Header, Performative, Priority};
 
-use crate::agent::{panic_reason, Agent, AgentError, BatchOutcome, Message};
+use crate::agent::{panic_reason, Agent, AgentError, BatchOutcome, Message, Sink, SinkFull};
 use crate::mailbox::{Mailbox, ReadyLists, CLASSES};
 use crate::pool::{FrameHandle, FramePool, PoolError, Released, RETURN_BATCH_EXTRA_MAX};
 use crate::restart::{format_ns, AgentState, AgentStatus, CrashHistory, RestartPolicy, Verdict};
@@ -88,6 +88,14 @@ pub enum SendError {
         /// Its mailbox bound.
         capacity_frames: usize,
     },
+    /// The addressee is a [`Sink`] that holds more than its bound.
+    #[error("{to} is not taking messages: {source}")]
+    SinkFull {
+        /// The addressee.
+        to: AgentId,
+        /// The sink's refusal.
+        source: SinkFull,
+    },
     /// Too many frames are already queued for the addressee's shard.
     #[error("outbound queue to shard {to_shard} is full ({capacity_frames} frames)")]
     Backpressure {
@@ -116,6 +124,7 @@ impl SendError {
         matches!(
             self,
             SendError::MailboxFull { .. }
+                | SendError::SinkFull { .. }
                 | SendError::Backpressure { .. }
                 | SendError::Pool(PoolError::Exhausted { .. })
         )
@@ -196,7 +205,8 @@ impl AsMut<[u8]> for IncomingFrame {
 /// What [`Shard::handle_incoming`] did with a frame.
 #[derive(Debug)]
 pub enum Incoming {
-    /// Queued for its addressee; the header as routed (sender stamped).
+    /// Taken: queued for its addressee (here or on the way to its shard), handled on
+    /// arrival, or delivered to a sink. The header as routed (sender stamped).
     Accepted(Header),
     /// Not a valid frame; the buffer was freed.
     Invalid(FrameError),
@@ -384,6 +394,7 @@ impl Hasher for IdHasher {
 }
 
 type IdMap = HashMap<AgentId, u32, BuildHasherDefault<IdHasher>>;
+type SinkMap = HashMap<AgentId, Box<dyn Sink>, BuildHasherDefault<IdHasher>>;
 
 /// One shard: its agents, mailboxes, frame pool and outbound queues.
 pub struct Shard {
@@ -392,6 +403,8 @@ pub struct Shard {
     slots: Vec<AgentSlot>,
     free_slots: Vec<u32>,
     index: IdMap,
+    /// Host endpoints that take messages as they are sent (no slot, no mailbox).
+    sinks: SinkMap,
     ready: ReadyLists,
     /// Frames for each other shard, oldest first.
     outbound: Vec<VecDeque<FrameHandle>>,
@@ -447,6 +460,7 @@ impl Shard {
             slots: Vec::new(),
             free_slots: Vec::new(),
             index: IdMap::default(),
+            sinks: SinkMap::default(),
             ready: ReadyLists::new(config.starvation_limit_passes),
             outbound: (0..config.shards).map(|_| VecDeque::new()).collect(),
             returns: (0..config.shards).map(|_| Vec::new()).collect(),
@@ -488,9 +502,14 @@ impl Shard {
         self.index.len()
     }
 
-    /// Whether `agent` is deployed here.
+    /// Sinks deployed ([`Shard::deploy_sink`]); not counted by [`Shard::agents`].
+    pub fn sinks(&self) -> usize {
+        self.sinks.len()
+    }
+
+    /// Whether `agent` is deployed here (an agent or a sink).
     pub fn hosts(&self, agent: AgentId) -> bool {
-        self.index.contains_key(&agent)
+        self.index.contains_key(&agent) || self.sinks.contains_key(&agent)
     }
 
     /// The ids of the agents deployed here, in no particular order.
@@ -550,23 +569,7 @@ impl Shard {
         agent: Box<dyn Agent>,
         now_ns: u64,
     ) -> Result<(), DeployError> {
-        let owner = owner_shard(id, self.config.shards);
-        if owner != self.config.shard {
-            return Err(DeployError::WrongShard {
-                agent: id,
-                owner,
-                shard: self.config.shard,
-            });
-        }
-        if self.index.contains_key(&id) {
-            return Err(DeployError::Duplicate { agent: id });
-        }
-        if self.index.len() >= self.config.agents_max {
-            return Err(DeployError::Full {
-                shard: self.config.shard,
-                agents_max: self.config.agents_max,
-            });
-        }
+        self.check_deploy(id)?;
         let slot = AgentSlot {
             id,
             agent: Some(agent),
@@ -595,11 +598,46 @@ impl Shard {
         Ok(())
     }
 
+    /// Deploys `sink` under `id`: from now on, every message for `id` (from an agent here,
+    /// another shard or the edge) goes straight to [`Sink::deliver`] as it is sent. Sinks
+    /// count against `agents_max` like agents.
+    pub fn deploy_sink(&mut self, id: AgentId, sink: Box<dyn Sink>) -> Result<(), DeployError> {
+        self.check_deploy(id)?;
+        self.sinks.insert(id, sink);
+        Ok(())
+    }
+
+    /// Whether `id` may be deployed here now.
+    fn check_deploy(&self, id: AgentId) -> Result<(), DeployError> {
+        let owner = owner_shard(id, self.config.shards);
+        if owner != self.config.shard {
+            return Err(DeployError::WrongShard {
+                agent: id,
+                owner,
+                shard: self.config.shard,
+            });
+        }
+        if self.hosts(id) {
+            return Err(DeployError::Duplicate { agent: id });
+        }
+        if self.index.len() + self.sinks.len() >= self.config.agents_max {
+            return Err(DeployError::Full {
+                shard: self.config.shard,
+                agents_max: self.config.agents_max,
+            });
+        }
+        Ok(())
+    }
+
     /// Removes an agent: its `on_stop` runs (if it is running: not after a crash) and
     /// every message still queued for it is answered (requests get a `failure` reply) and
     /// released. Works in every state, back-off and stopped included. Returns whether it
     /// existed.
+    /// A sink is simply removed (it holds nothing of the shard's).
     pub fn undeploy(&mut self, id: AgentId, now_ns: u64) -> bool {
+        if self.sinks.remove(&id).is_some() {
+            return true;
+        }
         let Some(index) = self.index.get(&id).copied() else {
             return false;
         };
@@ -692,7 +730,7 @@ impl Shard {
     }
 
     /// Undeploys every agent (the running ones' `on_stop` runs) and answers what was
-    /// queued for them.
+    /// queued for them. Sinks stay: they belong to the I/O, which removes them.
     pub fn stop_all(&mut self, now_ns: u64) {
         let ids: Vec<AgentId> = self.index.keys().copied().collect();
         for id in ids {
@@ -727,7 +765,17 @@ impl Shard {
     ///
     /// A frame that cannot be queued yet is handed back ([`Incoming::Busy`]): the caller
     /// keeps it and offers it again later, so nothing accepted from a client is lost.
-    pub fn handle_incoming(&mut self, frame: IncomingFrame, from: AgentId) -> Incoming {
+    ///
+    /// When nothing else waits on this shard and the addressee is a running agent with an
+    /// empty mailbox, it handles the frame at once, at `now_ns`, as
+    /// [`Shard::handle_lone_ring_item`] does: the next [`Shard::poll_deliver`] would have
+    /// handled it first anyway.
+    pub fn handle_incoming(
+        &mut self,
+        frame: IncomingFrame,
+        from: AgentId,
+        now_ns: u64,
+    ) -> Incoming {
         let IncomingFrame { mut handle } = frame;
         let header = match dataplane_frame::validate_and_set_from(handle.buffer_len_mut(), from) {
             Ok(header) => header,
@@ -738,7 +786,24 @@ impl Shard {
         };
         let owner = owner_shard(header.to, self.config.shards);
         if owner == self.config.shard {
-            let Some(&index) = self.index.get(&header.to) else {
+            let Some(index) = self.local_index(header.to) else {
+                let archived = handle.frame();
+                let message = Message {
+                    header,
+                    payload: archived.payload(),
+                };
+                match self.deliver_to_sink(&message) {
+                    Some(Ok(())) => {
+                        self.stats.received_ingress += 1;
+                        self.release(handle);
+                        return Incoming::Accepted(header);
+                    }
+                    Some(Err(_)) => {
+                        self.stats.backpressure += 1;
+                        return Incoming::Busy(IncomingFrame { handle });
+                    }
+                    None => {}
+                }
                 self.stats.unknown_agent += 1;
                 self.release(handle);
                 return Incoming::Rejected {
@@ -754,7 +819,11 @@ impl Shard {
                 return Incoming::Busy(IncomingFrame { handle });
             }
             self.stats.received_ingress += 1;
-            self.enqueue(index, handle);
+            if self.nothing_waits() && self.takes_now(index) {
+                self.dispatch(index, handle, now_ns);
+            } else {
+                self.enqueue(index, handle);
+            }
         } else {
             if self.outbound[owner].len() >= self.config.outbound_capacity_frames {
                 self.stats.backpressure += 1;
@@ -809,12 +878,7 @@ impl Shard {
     /// holds (the mailbox is empty), and so do priorities (nothing else is waiting).
     /// Anything else takes the ordinary path.
     pub fn handle_lone_ring_item(&mut self, item: RingItem, now_ns: u64) -> Result<(), RingItem> {
-        if item.is_returned()
-            || self.running.is_some()
-            || !self.deferred.is_empty()
-            || !self.ready.is_empty()
-            || !self.timers.is_empty()
-        {
+        if item.is_returned() || !self.nothing_waits() {
             return self.handle_ring_item(item);
         }
         let RingItemKind::Frame(frame) = item.into_parts() else {
@@ -823,8 +887,7 @@ impl Shard {
         let Some(index) = self.local_index(frame.frame().to()) else {
             return self.handle_ring_item(RingItem::frame(frame));
         };
-        let slot = &self.slots[index as usize];
-        if slot.state != Life::Running || slot.mailbox.len_frames() != 0 {
+        if !self.takes_now(index) {
             return self.handle_ring_item(RingItem::frame(frame));
         }
         self.stats.received_remote += 1;
@@ -966,8 +1029,7 @@ impl Shard {
         let owner = owner_shard(header.to, self.config.shards);
         let local_slot = if owner == self.config.shard {
             let Some(&index) = self.index.get(&header.to) else {
-                self.stats.unknown_agent += 1;
-                return Err(SendError::UnknownAgent { to: header.to });
+                return self.send_to_sink(header, payload);
             };
             let slot = &self.slots[index as usize];
             if slot.mailbox.len_frames() + slot.deferred_frames
@@ -1027,8 +1089,23 @@ impl Shard {
     /// Queues a frame that arrived for one of our agents.
     fn accept(&mut self, frame: FrameHandle) -> Result<(), FrameHandle> {
         let Some(index) = self.local_index(frame.frame().to()) else {
-            let header = frame.frame().header();
-            return self.bounce_unknown(frame, &header);
+            let archived = frame.frame();
+            let header = archived.header();
+            let message = Message {
+                header,
+                payload: archived.payload(),
+            };
+            return match self.deliver_to_sink(&message) {
+                Some(Ok(())) => {
+                    self.release(frame);
+                    Ok(())
+                }
+                Some(Err(_)) => {
+                    self.stats.stalled_deliveries += 1;
+                    Err(frame)
+                }
+                None => self.bounce_unknown(frame, &header),
+            };
         };
         if self.slots[index as usize].mailbox.len_frames() >= self.config.mailbox_capacity_frames {
             self.stats.stalled_deliveries += 1;
@@ -1047,6 +1124,61 @@ impl Shard {
                 let index = *self.index.get(&to)?;
                 self.last_accepted = Some((to, index));
                 Some(index)
+            }
+        }
+    }
+
+    /// Whether nothing waits on this shard: no agent is running (this is not a call from
+    /// inside a handler), none is ready, no self-send is deferred, no restart is timed.
+    /// Then a frame for a running agent with an empty mailbox may be handled on arrival.
+    fn nothing_waits(&self) -> bool {
+        self.running.is_none()
+            && self.deferred.is_empty()
+            && self.ready.is_empty()
+            && self.timers.is_empty()
+    }
+
+    /// Whether slot `index` would handle a frame first: running, with an empty mailbox.
+    fn takes_now(&self, index: u32) -> bool {
+        let slot = &self.slots[index as usize];
+        slot.state == Life::Running && slot.mailbox.len_frames() == 0
+    }
+
+    /// Hands `message` to the sink deployed under its addressee, if there is one.
+    fn deliver_to_sink(&mut self, message: &Message<'_>) -> Option<Result<(), SinkFull>> {
+        Some(self.sinks.get_mut(&message.header.to)?.deliver(message))
+    }
+
+    /// A send from this shard to a local id with no agent: to its sink, or refused.
+    fn send_to_sink(&mut self, header: &Header, payload: &[u8]) -> Result<(), SendError> {
+        // The same bound as for a frame in a buffer, so a sink never sees what an agent
+        // could not be sent.
+        let frame_bytes = dataplane_frame::encoded_len(payload.len());
+        if frame_bytes > self.config.frame_bytes_max {
+            return Err(SendError::Pool(PoolError::TooLarge {
+                frame_bytes,
+                max_bytes: self.config.frame_bytes_max,
+            }));
+        }
+        let message = Message {
+            header: *header,
+            payload,
+        };
+        match self.deliver_to_sink(&message) {
+            Some(Ok(())) => {
+                self.stats.sent_local += 1;
+                Ok(())
+            }
+            Some(Err(source)) => {
+                self.stats.backpressure += 1;
+                Err(SendError::SinkFull {
+                    to: header.to,
+                    source,
+                })
+            }
+            None => {
+                self.stats.unknown_agent += 1;
+                Err(SendError::UnknownAgent { to: header.to })
             }
         }
     }

@@ -15,6 +15,11 @@
 //! never crash, so those are the refusals and crash replies that were dropped, and the
 //! dropped crash replies are known (crashes minus crash replies received).
 //!
+//! Both runs also have one client per shard, as the network edge has them: a sink on that
+//! shard (agents send to it, and it refuses one delivery in four) and frames it sends
+//! into the shard with `handle_incoming`, offered again while the shard says busy. The
+//! same checks hold for the clients' sends and for what reaches the sinks.
+//!
 //! A failure prints its seed; replay it with `SIM_SEED=<seed> cargo test -p
 //! dataplane-shard --test simulation` (add `SIM_CRASHES=1` for the second run).
 
@@ -22,9 +27,10 @@ use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
-use dataplane_frame::{AgentId, Flags, Header, Performative, Priority};
+use dataplane_frame::{encode_into, encoded_len, AgentId, Flags, Header, Performative, Priority};
 use dataplane_shard::{
-    id_on_shard, Agent, AgentError, Context, Message, RestartPolicy, RingItem, Shard, ShardConfig,
+    id_on_shard, Agent, AgentError, Context, Incoming, IncomingFrame, Message, RestartPolicy,
+    RingItem, Shard, ShardConfig, Sink, SinkFull,
 };
 
 /// splitmix64: a tiny seeded generator, good enough for schedules.
@@ -79,28 +85,72 @@ struct Peer {
     crashed: bool,
 }
 
-impl Peer {
-    fn record_failure(&mut self, message: &Message<'_>) {
-        let text = String::from_utf8_lossy(message.payload);
-        let pair = (self.id.0, message.from().0);
-        let seq = message.header.correlation_id;
-        let mut ledger = self.ledger.borrow_mut();
-        if message.performative() != Performative::Failure
-            || !message.header.flags.contains(Flags::ERROR)
-        {
-            ledger
-                .violations
-                .push(format!("{}: unexpected reply {text:?}", self.id));
-        } else if text.starts_with("agent crashed: ") {
-            ledger.crash_replies.entry(pair).or_default().push(seq);
-        } else if text.contains(" stopped after ") {
-            ledger.refused.entry(pair).or_default().push(seq);
-        } else {
-            ledger
-                .violations
-                .push(format!("{}: unexpected failure {text:?}", self.id));
-        }
+/// Records a reply that reached `me` (agent or client): only `failure`s are expected.
+fn record_failure(me: AgentId, ledger: &RefCell<Ledger>, message: &Message<'_>) {
+    let text = String::from_utf8_lossy(message.payload);
+    let pair = (me.0, message.from().0);
+    let seq = message.header.correlation_id;
+    let mut ledger = ledger.borrow_mut();
+    if message.performative() != Performative::Failure
+        || !message.header.flags.contains(Flags::ERROR)
+    {
+        ledger
+            .violations
+            .push(format!("{me}: unexpected reply {text:?}"));
+    } else if text.starts_with("agent crashed: ") {
+        ledger.crash_replies.entry(pair).or_default().push(seq);
+    } else if text.contains(" stopped after ") {
+        ledger.refused.entry(pair).or_default().push(seq);
+    } else {
+        ledger
+            .violations
+            .push(format!("{me}: unexpected failure {text:?}"));
     }
+}
+
+/// Records a numbered message that reached `me`.
+fn record_handled(me: AgentId, ledger: &RefCell<Ledger>, message: &Message<'_>) -> u64 {
+    let seq = u64::from_le_bytes(message.payload.try_into().expect("8-byte payload"));
+    let pair = (message.from().0, me.0);
+    ledger
+        .borrow_mut()
+        .handled
+        .entry(pair)
+        .or_default()
+        .push(seq);
+    seq
+}
+
+/// A client's end inside its shard: records what reaches it, refusing one delivery in
+/// four (back-pressure, as a connection whose client does not read).
+struct ClientSink {
+    id: AgentId,
+    ledger: Rc<RefCell<Ledger>>,
+    rng: Rng,
+}
+
+impl Sink for ClientSink {
+    fn deliver(&mut self, message: &Message<'_>) -> Result<(), SinkFull> {
+        if self.rng.below(4) == 0 {
+            return Err(SinkFull { capacity_bytes: 0 });
+        }
+        if message.is_reply() {
+            record_failure(self.id, &self.ledger, message);
+        } else {
+            record_handled(self.id, &self.ledger, message);
+        }
+        Ok(())
+    }
+}
+
+/// A client's sending side: numbered frames into its shard, as the edge reads them.
+struct Client {
+    id: AgentId,
+    shard: usize,
+    next_seq: HashMap<u64, u64>,
+    /// The frame the shard said busy to, with its addressee: offered again before any
+    /// new one, so the client's order holds.
+    pending: Option<(IncomingFrame, AgentId)>,
 }
 
 impl Agent for Peer {
@@ -121,7 +171,7 @@ impl Agent for Peer {
             Ok(())
         };
         if message.is_reply() {
-            self.record_failure(message);
+            record_failure(self.id, &self.ledger, message);
             return result;
         }
         if message.payload.is_empty() {
@@ -154,10 +204,8 @@ impl Agent for Peer {
             }
             return result;
         }
-        let seq = u64::from_le_bytes(message.payload.try_into().expect("8-byte payload"));
+        record_handled(self.id, &self.ledger, message);
         let mut ledger = self.ledger.borrow_mut();
-        let pair = (message.from().0, self.id.0);
-        ledger.handled.entry(pair).or_default().push(seq);
         if self.restarts > 0 {
             ledger.handled_after_restart += 1;
         }
@@ -191,6 +239,10 @@ struct Sim {
     ring_capacity: usize,
     /// The agents that are kicked (they send): all of them, or the ones that never crash.
     senders: Vec<AgentId>,
+    /// Everything a client may send to: the agents and the clients.
+    targets: Rc<Vec<AgentId>>,
+    clients: Vec<Client>,
+    ledger: Rc<RefCell<Ledger>>,
 }
 
 impl Sim {
@@ -225,7 +277,30 @@ impl Sim {
                 ids.push(id_on_shard(1000 * (agent as u64 + 1), shard, shard_count));
             }
         }
-        let agents = Rc::new(ids);
+        let clients: Vec<Client> = (0..shard_count)
+            .map(|shard| Client {
+                id: id_on_shard(7, shard, shard_count),
+                shard,
+                next_seq: HashMap::new(),
+                pending: None,
+            })
+            .collect();
+        for client in &clients {
+            let sink = ClientSink {
+                id: client.id,
+                ledger: Rc::clone(ledger),
+                rng: Rng(seed ^ client.id.0),
+            };
+            shards[client.shard]
+                .deploy_sink(client.id, Box::new(sink))
+                .expect("deploy the client's sink");
+        }
+        let agents = Rc::new(ids.clone());
+        let targets = Rc::new(
+            ids.into_iter()
+                .chain(clients.iter().map(|c| c.id))
+                .collect(),
+        );
         let mut senders = Vec::new();
         for (n, &id) in agents.iter().enumerate() {
             let shard = dataplane_shard::owner_shard(id, shard_count);
@@ -240,7 +315,7 @@ impl Sim {
             }
             let peer = Peer {
                 id,
-                peers: Rc::clone(&agents),
+                peers: Rc::clone(&targets),
                 ledger: Rc::clone(ledger),
                 rng: Rng(seed ^ (n as u64 + 1)),
                 next_seq: HashMap::new(),
@@ -264,6 +339,58 @@ impl Sim {
             shards,
             ring_capacity,
             senders,
+            targets,
+            clients,
+            ledger: Rc::clone(ledger),
+        }
+    }
+
+    /// Client `c` offers its pending frame again, or sends a new numbered one to a random
+    /// target. Returns whether the shard took a frame.
+    fn client_send(&mut self, c: usize) -> bool {
+        let client = &mut self.clients[c];
+        let shard = &mut self.shards[client.shard];
+        let (frame, to) = match client.pending.take() {
+            Some(pending) => pending,
+            None => {
+                let to = self.targets[self.rng.below(self.targets.len())];
+                let seq = *client.next_seq.get(&to.0).unwrap_or(&0);
+                let Ok(mut frame) = shard.alloc_incoming(encoded_len(8)) else {
+                    return false; // pool exhausted: the edge would wait too
+                };
+                let header = Header {
+                    to,
+                    from: AgentId(0),
+                    conversation_id: 0,
+                    correlation_id: seq,
+                    performative: Performative::Inform,
+                    priority: Priority::Normal,
+                    flags: Flags::NONE,
+                };
+                encode_into(&header, &seq.to_le_bytes(), frame.buffer_mut()).expect("fits");
+                (frame, to)
+            }
+        };
+        match shard.handle_incoming(frame, client.id, self.now_ns) {
+            Incoming::Accepted(_) => {
+                *client.next_seq.entry(to.0).or_default() += 1;
+                *self
+                    .ledger
+                    .borrow_mut()
+                    .accepted
+                    .entry((client.id.0, to.0))
+                    .or_default() += 1;
+                true
+            }
+            Incoming::Busy(frame) => {
+                client.pending = Some((frame, to));
+                false
+            }
+            other => {
+                let violation = format!("{}: frame to {to} refused: {other:?}", client.id);
+                self.ledger.borrow_mut().violations.push(violation);
+                false
+            }
         }
     }
 
@@ -327,7 +454,7 @@ impl Sim {
         let shard = self.rng.below(n);
         let other = self.rng.below(n);
         self.now_ns += self.clock_rng.below(20_000) as u64;
-        match self.rng.below(if kicking { 4 } else { 3 }) {
+        match self.rng.below(if kicking { 5 } else { 3 }) {
             0 => self.shards[shard].poll_deliver(self.now_ns, 1 + self.rng.below(8)),
             1 if shard != other => {
                 let budget = 1 + self.rng.below(8);
@@ -338,6 +465,7 @@ impl Sim {
                 self.kick();
                 1
             }
+            4 => usize::from(self.client_send(shard)),
             _ => 0,
         }
     }
@@ -348,6 +476,11 @@ impl Sim {
         loop {
             let n = self.shards.len();
             let mut moved = 0;
+            for c in 0..self.clients.len() {
+                if self.clients[c].pending.is_some() {
+                    moved += usize::from(self.client_send(c));
+                }
+            }
             for a in 0..n {
                 moved += self.shards[a].poll_deliver(self.now_ns, usize::MAX);
                 for b in 0..n {
@@ -357,9 +490,14 @@ impl Sim {
                     }
                 }
             }
+            // A sink refuses at random, so a pass can move nothing while a frame for it
+            // still waits: try again (each try succeeds with probability 3/4).
+            let waiting = self.clients.iter().any(|c| c.pending.is_some())
+                || self.stalled.iter().flatten().any(|queue| !queue.is_empty());
             if moved == 0 {
                 match self.shards.iter().filter_map(Shard::next_timer_ns).min() {
                     Some(deadline_ns) => self.now_ns = self.now_ns.max(deadline_ns),
+                    None if waiting => {}
                     None => return,
                 }
             }
@@ -377,6 +515,10 @@ struct Totals {
     refused: u64,
     crash_replies: u64,
     handled_after_restart: u64,
+    /// Sends from clients that their shard took.
+    from_clients: u64,
+    /// Numbered messages that reached a client's sink.
+    to_sinks: u64,
 }
 
 fn check_pair(pair: Pair, accepted: u64, ledger: &Ledger, crashes: bool) -> Result<u64, String> {
@@ -488,6 +630,17 @@ fn run(seed: u64, crashes: bool) -> Totals {
         refused: ledger.refused.values().map(|v| v.len() as u64).sum(),
         crash_replies: received_crash_replies,
         handled_after_restart: ledger.handled_after_restart,
+        from_clients: sim
+            .clients
+            .iter()
+            .map(|c| c.next_seq.values().sum::<u64>())
+            .sum(),
+        to_sinks: ledger
+            .handled
+            .iter()
+            .filter(|((_, to), _)| sim.clients.iter().any(|c| c.id.0 == *to))
+            .map(|(_, seqs)| seqs.len() as u64)
+            .sum(),
     }
 }
 
@@ -505,13 +658,17 @@ fn random_schedules_deliver_exactly_once_in_order() {
         run(seed, replay_crashes());
         return;
     }
-    let (mut backpressure, mut stalled) = (0, 0);
+    let (mut backpressure, mut stalled, mut from_clients, mut to_sinks) = (0, 0, 0, 0);
     for seed in 0..200 {
         let totals = run(seed, false);
         assert_eq!(totals.restarts + totals.stopped, 0);
         backpressure += totals.backpressure;
         stalled += totals.stalled;
+        from_clients += totals.from_clients;
+        to_sinks += totals.to_sinks;
     }
+    assert!(from_clients > 10_000, "clients rarely sent: {from_clients}");
+    assert!(to_sinks > 10_000, "sinks rarely received: {to_sinks}");
     // The schedule must actually exercise the paths under test.
     assert!(
         backpressure > 1000,
@@ -538,6 +695,8 @@ fn random_crashes_deliver_or_answer_each_send_once() {
         all.refused += totals.refused;
         all.crash_replies += totals.crash_replies;
         all.handled_after_restart += totals.handled_after_restart;
+        all.from_clients += totals.from_clients;
+        all.to_sinks += totals.to_sinks;
     }
     // The schedule must actually exercise the paths under test.
     assert!(all.restarts > 500, "{all:?}");
@@ -547,4 +706,6 @@ fn random_crashes_deliver_or_answer_each_send_once() {
     assert!(all.crash_replies > 100, "{all:?}");
     assert!(all.backpressure > 1000, "{all:?}");
     assert!(all.stalled > 100, "{all:?}");
+    assert!(all.from_clients > 10_000, "{all:?}");
+    assert!(all.to_sinks > 10_000, "{all:?}");
 }
