@@ -12,12 +12,16 @@ use dataplane_edge::protocol::{ErrorCode, ALPNS, FRAME_STREAM_ID, LENGTH_PREFIX_
 use dataplane_edge::reader::{Event, FrameReader, Staging};
 use dataplane_edge::socket::DATAGRAM_BYTES_MAX;
 use dataplane_edge::Fingerprint;
-use dataplane_frame::{validate, Header, FRAME_FIXED_BYTES};
+use dataplane_frame::{validate, Header};
 
 use crate::ClientError;
 
 /// Stream bytes read at once ahead of the frame reader.
 const STAGING_BYTES: usize = 16 * 1024;
+/// Frame buffers a connection keeps for reuse ([`ClientConnection::recycle`]).
+pub const SPARE_BUFFERS_MAX: usize = 1024;
+/// Largest frame buffer kept for reuse: a rare large reply is not hoarded.
+pub const SPARE_BUFFER_BYTES_MAX: usize = 4096;
 
 /// How the client checks the server's certificate.
 #[derive(Debug, Clone)]
@@ -98,9 +102,14 @@ impl ClientConfig {
     }
 }
 
-/// A frame received from the server: the validated bytes (16-byte aligned).
+/// A frame received from the server: the validated bytes (16-byte aligned), with the
+/// header decoded once, when it was checked. Give it back with
+/// [`ClientConnection::recycle`] to reuse its buffer for a later frame.
 pub struct ReceivedFrame {
     buf: AlignedBuf,
+    header: Header,
+    /// The payload is the frame's first bytes (a valid frame's canonical layout).
+    payload_bytes: usize,
 }
 
 impl std::fmt::Debug for ReceivedFrame {
@@ -113,24 +122,28 @@ impl std::fmt::Debug for ReceivedFrame {
 }
 
 impl ReceivedFrame {
-    fn frame(&self) -> &dataplane_frame::ArchivedFrame {
-        // Checked in `ClientConnection::poll_frame` before the frame was handed out, and
-        // the bytes have not changed since; a second check here costs a few nanoseconds
-        // and keeps this free of `unsafe`.
-        match validate(self.buf.as_slice()) {
-            Ok(frame) => frame,
-            Err(_) => unreachable!("validated when received"),
-        }
+    /// Checks `buf` (bytes from the network) and decodes its header.
+    fn check(buf: AlignedBuf) -> Result<ReceivedFrame, AlignedBuf> {
+        let Ok(frame) = validate(buf.as_slice()) else {
+            return Err(buf);
+        };
+        let header = frame.header();
+        let payload_bytes = frame.payload().len();
+        Ok(ReceivedFrame {
+            buf,
+            header,
+            payload_bytes,
+        })
     }
 
     /// The header.
     pub fn header(&self) -> Header {
-        self.frame().header()
+        self.header
     }
 
     /// The payload.
     pub fn payload(&self) -> &[u8] {
-        self.frame().payload()
+        &self.buf.as_slice()[..self.payload_bytes]
     }
 
     /// The frame's bytes as they came off the wire.
@@ -151,6 +164,8 @@ pub struct ClientConnection {
     out: Vec<u8>,
     out_sent: usize,
     scratch: AlignedBuf,
+    /// Buffers of frames given back ([`ClientConnection::recycle`]), for the next ones.
+    spare: Vec<AlignedBuf>,
     established_checked: bool,
     /// Frames the server skipped or that failed validation here.
     pub frames_dropped: u64,
@@ -193,6 +208,7 @@ impl ClientConnection {
             out: Vec::new(),
             out_sent: 0,
             scratch: AlignedBuf::new(4096),
+            spare: Vec::new(),
             established_checked: false,
             frames_dropped: 0,
             error: None,
@@ -363,17 +379,24 @@ impl ClientConnection {
                 Err(_) => 0,
             };
             let staging = &mut self.staging;
+            let spare = &mut self.spare;
             match self.reader.next(
                 &mut |out: &mut [u8]| staging.read(out, &mut source),
-                &mut |frame_bytes| Some(AlignedBuf::new(frame_bytes)),
-            ) {
-                Ok(Event::Frame(buf)) => {
-                    if buf.len() < FRAME_FIXED_BYTES || validate(buf.as_slice()).is_err() {
-                        self.frames_dropped += 1;
-                        continue;
+                &mut |frame_bytes| match spare.pop() {
+                    Some(mut buf) => {
+                        buf.set_len(frame_bytes);
+                        Some(buf)
                     }
-                    return Some(ReceivedFrame { buf });
-                }
+                    None => Some(AlignedBuf::new(frame_bytes)),
+                },
+            ) {
+                Ok(Event::Frame(buf)) => match ReceivedFrame::check(buf) {
+                    Ok(frame) => return Some(frame),
+                    Err(buf) => {
+                        self.frames_dropped += 1;
+                        self.keep_spare(buf);
+                    }
+                },
                 Ok(Event::Skipped { .. }) => {
                     self.frames_dropped += 1;
                 }
@@ -388,6 +411,19 @@ impl ClientConnection {
                     return None;
                 }
             }
+        }
+    }
+
+    /// Gives a frame's buffer back for a later frame: a client that handles frames as they
+    /// come and recycles them receives without allocating. Up to
+    /// [`SPARE_BUFFERS_MAX`] buffers of up to [`SPARE_BUFFER_BYTES_MAX`] bytes are kept.
+    pub fn recycle(&mut self, frame: ReceivedFrame) {
+        self.keep_spare(frame.buf);
+    }
+
+    fn keep_spare(&mut self, buf: AlignedBuf) {
+        if self.spare.len() < SPARE_BUFFERS_MAX && buf.capacity_bytes() <= SPARE_BUFFER_BYTES_MAX {
+            self.spare.push(buf);
         }
     }
 

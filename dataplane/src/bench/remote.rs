@@ -283,6 +283,7 @@ fn workload(
                         String::from_utf8_lossy(frame.payload())
                     );
                 }
+                conn.connection.recycle(frame);
                 if arrived < start + warmup {
                     continue;
                 }
@@ -319,8 +320,9 @@ fn workload(
         for conn in conns.iter_mut() {
             conn.transmit();
             conn.receive(&mut rx);
-            while conn.connection.poll_frame().is_some() {
+            while let Some(frame) = conn.connection.poll_frame() {
                 conn.in_flight = conn.in_flight.saturating_sub(1);
+                conn.connection.recycle(frame);
             }
             conn.timers(Instant::now());
         }

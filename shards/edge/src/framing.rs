@@ -48,6 +48,18 @@ impl AlignedBuf {
         unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast::<u8>(), self.len) }
     }
 
+    /// Makes the buffer exactly `len` bytes long, keeping its allocation when it is large
+    /// enough. Bytes kept from before hold whatever they held.
+    pub fn set_len(&mut self, len: usize) {
+        self.words.resize(len.div_ceil(16), 0);
+        self.len = len;
+    }
+
+    /// Bytes the buffer holds without allocating.
+    pub fn capacity_bytes(&self) -> usize {
+        self.words.capacity() * 16
+    }
+
     /// Grows the buffer (never shrinks) so that it holds at least `len` bytes.
     pub fn reserve(&mut self, len: usize) {
         if self.len < len {

@@ -327,6 +327,37 @@ fn request(to: AgentId, correlation_id: u64) -> Header {
     }
 }
 
+/// A client that gives its frames back (`recycle`) gets each new reply intact in a reused
+/// buffer, whether the reply is longer or shorter than the frame the buffer held before.
+#[test]
+fn recycled_buffers_carry_each_new_reply_intact() {
+    let _serial = serial();
+    let node = start("recycle", 1, |_, _| {});
+    let echo = echo_ids(1)[0];
+    let mut driver = Driver::connect(&node, &pinned(&node));
+    // Long, short, empty, long again: every size change in both directions.
+    let lengths = [300usize, 3, 0, 1000, 17, 1000, 1];
+    for round in 0..3u64 {
+        for (i, &len) in lengths.iter().enumerate() {
+            let correlation = round * 100 + i as u64;
+            let payload: Vec<u8> = (0..len).map(|b| (b as u64 + correlation) as u8).collect();
+            driver
+                .connection
+                .queue_frame(&request(echo, correlation), &payload)
+                .expect("queue");
+            let mut frames = driver.frames(1);
+            let frame = frames.pop().expect("one reply");
+            assert_eq!(frame.header().correlation_id, correlation);
+            assert_eq!(
+                frame.payload(),
+                payload.as_slice(),
+                "round {round}, length {len}"
+            );
+            driver.connection.recycle(frame);
+        }
+    }
+}
+
 #[test]
 fn oversized_and_malformed_frames_get_errors_and_the_stream_goes_on() {
     let _serial = serial();
