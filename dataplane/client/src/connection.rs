@@ -163,7 +163,6 @@ pub struct ClientConnection {
     /// Length-prefixed frames not yet taken by quiche.
     out: Vec<u8>,
     out_sent: usize,
-    scratch: AlignedBuf,
     /// Buffers of frames given back ([`ClientConnection::recycle`]), for the next ones.
     spare: Vec<AlignedBuf>,
     established_checked: bool,
@@ -207,7 +206,6 @@ impl ClientConnection {
             staging: Staging::new(STAGING_BYTES),
             out: Vec::new(),
             out_sent: 0,
-            scratch: AlignedBuf::new(4096),
             spare: Vec::new(),
             established_checked: false,
             frames_dropped: 0,
@@ -306,7 +304,7 @@ impl ClientConnection {
 
     /// Queues a frame for the server. Returns the bytes queued and not yet sent.
     pub fn queue_frame(&mut self, header: &Header, payload: &[u8]) -> Result<usize, ClientError> {
-        append_frame(&mut self.out, &mut self.scratch, header, payload)
+        append_frame(&mut self.out, header, payload)
             .map_err(|error| ClientError::Frame(error.to_string()))?;
         Ok(self.queued_bytes())
     }

@@ -1,7 +1,7 @@
 //! Writing frames onto a stream, and the aligned buffers frames are read into and encoded
 //! in. Shared by the server and the clients so both sides write the same bytes.
 
-use dataplane_frame::{encode_into, encoded_len, FrameError, Header, FRAME_ALIGN};
+use dataplane_frame::{encode_to_vec, encoded_len, FrameError, Header, FRAME_ALIGN};
 
 use crate::protocol::length_prefix;
 
@@ -77,19 +77,22 @@ impl AsMut<[u8]> for AlignedBuf {
 }
 
 /// Appends `header` + `payload` to `out` as a length-prefixed frame (docs/protocol.md §4),
-/// encoding it in `scratch` (grown as needed). Returns the frame's length; on an error
-/// (frame too large, unknown flag bits) nothing is appended.
+/// written in place ([`encode_to_vec`]). Returns the frame's length; on an error (frame
+/// too large, unknown flag bits) nothing is appended.
 pub fn append_frame(
     out: &mut Vec<u8>,
-    scratch: &mut AlignedBuf,
     header: &Header,
     payload: &[u8],
 ) -> Result<usize, FrameError> {
-    scratch.reserve(encoded_len(payload.len()));
-    let n = encode_into(header, payload, scratch.as_mut())?;
-    out.extend_from_slice(&length_prefix(n));
-    out.extend_from_slice(&scratch.as_slice()[..n]);
-    Ok(n)
+    let start = out.len();
+    out.extend_from_slice(&length_prefix(encoded_len(payload.len())));
+    match encode_to_vec(header, payload, out) {
+        Ok(n) => Ok(n),
+        Err(error) => {
+            out.truncate(start);
+            Err(error)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -108,17 +111,37 @@ mod tests {
             priority: Priority::Normal,
             flags: Flags::NONE,
         };
-        let mut out = Vec::new();
-        let mut scratch = AlignedBuf::new(0);
-        let n = append_frame(&mut out, &mut scratch, &header, &[9; 300]).expect("encode");
-        assert_eq!(out.len(), 4 + n);
-        assert_eq!(
-            u32::from_le_bytes([out[0], out[1], out[2], out[3]]) as usize,
-            n
-        );
-        let mut frame = AlignedBuf::new(n);
-        frame.as_mut().copy_from_slice(&out[4..]);
-        assert_eq!(validate(frame.as_slice()).expect("valid").header(), header);
-        assert_eq!(frame.as_slice().as_ptr() as usize % FRAME_ALIGN, 0);
+        // After one odd byte, so neither frame starts aligned in the stream.
+        let mut out = vec![0x77];
+        let first = append_frame(&mut out, &header, &[9; 300]).expect("encode");
+        let second = append_frame(&mut out, &header, b"").expect("encode");
+        assert_eq!(out.len(), 1 + 4 + first + 4 + second);
+        let mut at = 1;
+        for (n, payload) in [(first, &[9u8; 300][..]), (second, &[][..])] {
+            let prefix = u32::from_le_bytes([out[at], out[at + 1], out[at + 2], out[at + 3]]);
+            assert_eq!(prefix as usize, n);
+            let mut frame = AlignedBuf::new(n);
+            frame.as_mut().copy_from_slice(&out[at + 4..at + 4 + n]);
+            assert_eq!(frame.as_slice().as_ptr() as usize % FRAME_ALIGN, 0);
+            let valid = validate(frame.as_slice()).expect("valid");
+            assert_eq!((valid.header(), valid.payload()), (header, payload));
+            at += 4 + n;
+        }
+    }
+
+    #[test]
+    fn a_frame_that_cannot_be_encoded_appends_nothing() {
+        let header = Header {
+            to: AgentId(1),
+            from: AgentId(2),
+            conversation_id: 0,
+            correlation_id: 0,
+            performative: Performative::Inform,
+            priority: Priority::Normal,
+            flags: Flags(0x0084),
+        };
+        let mut out = vec![1, 2, 3];
+        assert!(append_frame(&mut out, &header, b"x").is_err());
+        assert_eq!(out, [1, 2, 3]);
     }
 }

@@ -34,7 +34,6 @@ use dataplane_shard::{
 };
 
 use crate::cid::{new_cid, owner_of, CID_BYTES};
-use crate::framing::AlignedBuf;
 use crate::protocol::{ErrorCode, ALPNS, FRAME_STREAM_ID, STREAMS_BIDI_MAX};
 use crate::reader::{Event, FrameReader, Staging};
 use crate::socket::{
@@ -317,8 +316,8 @@ impl Egress {
 
 /// Appends a frame for a client to its egress bytes; a frame that cannot be encoded (the
 /// node built it, so only a bug gets here) is logged and left out.
-fn append_frame(out: &mut Vec<u8>, scratch: &mut AlignedBuf, header: &Header, payload: &[u8]) {
-    if let Err(error) = crate::framing::append_frame(out, scratch, header, payload) {
+fn append_frame(out: &mut Vec<u8>, header: &Header, payload: &[u8]) {
+    if let Err(error) = crate::framing::append_frame(out, header, payload) {
         tracing::warn!(%error, "frame for a client not encoded");
     }
 }
@@ -328,7 +327,6 @@ fn append_frame(out: &mut Vec<u8>, scratch: &mut AlignedBuf, header: &Header, pa
 struct ConnectionSink {
     egress: Rc<RefCell<Egress>>,
     shared: Rc<RefCell<Shared>>,
-    scratch: AlignedBuf,
     /// Egress bytes past which senders see back-pressure: the point at which the edge
     /// closes the connection for not reading (`read_frames`).
     capacity_bytes: usize,
@@ -343,12 +341,7 @@ impl Sink for ConnectionSink {
             });
         }
         let was_empty = egress.queued_bytes() == 0;
-        append_frame(
-            &mut egress.bytes,
-            &mut self.scratch,
-            &message.header,
-            message.payload,
-        );
+        append_frame(&mut egress.bytes, &message.header, message.payload);
         egress.frames += 1;
         if was_empty {
             self.shared.borrow_mut().ready.push(egress.slot);
@@ -454,7 +447,6 @@ pub struct Edge {
     edge_id: AgentId,
     rx: RecvBatch,
     tx: SendBatch,
-    scratch: AlignedBuf,
     /// Stream bytes read ahead of the frame reader, shared by the shard's connections.
     staging: Staging,
     forward_buf: Vec<u8>,
@@ -578,7 +570,6 @@ impl Edge {
             edge_id,
             rx,
             tx,
-            scratch: AlignedBuf::new(4096),
             staging: Staging::new(STAGING_BYTES),
             forward_buf: Vec::with_capacity(DATAGRAM_BYTES_MAX + ADDR_BYTES),
             touched: Vec::new(),
@@ -746,7 +737,6 @@ impl Edge {
             let sink = ConnectionSink {
                 egress: Rc::clone(&egress),
                 shared: Rc::clone(&self.shared),
-                scratch: AlignedBuf::new(256),
                 capacity_bytes: not_reading_bytes(&self.config),
             };
             if let Err(error) = core.deploy_sink(id, Box::new(sink)) {
@@ -815,15 +805,7 @@ impl Edge {
         if !connection.closing && connection.quic.is_established() {
             let staging = &mut self.staging;
             staging.load(&mut connection.leftover);
-            work += read_frames(
-                connection,
-                core,
-                &self.config,
-                counters,
-                &mut self.scratch,
-                staging,
-                now_ns,
-            );
+            work += read_frames(connection, core, &self.config, counters, staging, now_ns);
             staging.save(&mut connection.leftover);
             work += write_egress(connection, counters);
             // Stopped by the per-call cap or by back-pressure in the shard: look again
@@ -941,7 +923,6 @@ fn read_frames(
     core: &mut Shard,
     config: &EdgeConfig,
     counters: &EdgeCounters,
-    scratch: &mut AlignedBuf,
     staging: &mut Staging,
     now_ns: u64,
 ) -> usize {
@@ -962,7 +943,7 @@ fn read_frames(
             return work;
         }
         if let Some(frame) = connection.pending.take() {
-            if !submit(connection, core, frame, counters, scratch, now_ns) {
+            if !submit(connection, core, frame, counters, now_ns) {
                 return work;
             }
             work += 1;
@@ -985,7 +966,7 @@ fn read_frames(
         };
         match event {
             Ok(Event::Frame(frame)) => {
-                if !submit(connection, core, frame, counters, scratch, now_ns) {
+                if !submit(connection, core, frame, counters, now_ns) {
                     return work;
                 }
                 work += 1;
@@ -1003,7 +984,6 @@ fn read_frames(
                 let header = error_header(connection.id, to, correlation_id);
                 append_frame(
                     &mut connection.egress.borrow_mut().bytes,
-                    scratch,
                     &header,
                     reason.as_bytes(),
                 );
@@ -1060,7 +1040,6 @@ fn submit(
     core: &mut Shard,
     mut frame: IncomingFrame,
     counters: &EdgeCounters,
-    scratch: &mut AlignedBuf,
     now_ns: u64,
 ) -> bool {
     // The raw fields, for an error reply if the frame turns out invalid.
@@ -1094,7 +1073,6 @@ fn submit(
             let header = error_header(connection.id, raw_to, raw_correlation);
             append_frame(
                 &mut connection.egress.borrow_mut().bytes,
-                scratch,
                 &header,
                 reason.as_bytes(),
             );
@@ -1108,7 +1086,6 @@ fn submit(
                 let reason = error.to_string();
                 append_frame(
                     &mut connection.egress.borrow_mut().bytes,
-                    scratch,
                     &reply,
                     reason.as_bytes(),
                 );

@@ -54,8 +54,8 @@ pub use crate::agent::AgentId;
 pub use crate::error::FrameError;
 pub use crate::header::{Flags, Header, Performative, Priority};
 pub use crate::wire::{
-    access_trusted, encode_into, encoded_len, header_of, validate, validate_and_set_from,
-    ArchivedFrame,
+    access_trusted, encode_into, encode_to_vec, encoded_len, header_of, validate,
+    validate_and_set_from, ArchivedFrame,
 };
 
 /// The layout version this crate writes and accepts. It is the byte at

@@ -24,17 +24,28 @@
 //! aligned, 32-bit pointers): rkyv writes dependencies first and the root
 //! last, so the root sits at `frame_bytes - 48` and the header is found from
 //! the end of the frame.
+//!
+//! Frames are read with rkyv ([`validate`], [`access_trusted`]) and written by
+//! a plain byte writer that follows the table (`write_frame`): rkyv's
+//! serializer costs a few nanoseconds more per frame (a generic writer, a
+//! `memset` call for the padding) and needs an aligned output, which a
+//! length-prefixed stream is not. The tests prove, for all inputs, that the
+//! writer's bytes are rkyv's (docs/decisions/why-a-hand-written-frame-writer.md).
 
 use std::mem::{align_of, offset_of, size_of};
 
-use rkyv::api::low::{access, to_bytes_in_with_alloc};
-use rkyv::rancor::{Failure, Fallible};
-use rkyv::ser::allocator::SubAllocator;
-use rkyv::ser::writer::Buffer;
+use rkyv::api::low::access;
+#[cfg(test)]
+use rkyv::rancor::Fallible;
+#[cfg(test)]
 use rkyv::ser::{Allocator, Writer};
+#[cfg(test)]
 use rkyv::vec::{ArchivedVec, VecResolver};
+#[cfg(test)]
 use rkyv::with::{ArchiveWith, SerializeWith};
-use rkyv::{Archive, Place, Serialize};
+#[cfg(test)]
+use rkyv::Place;
+use rkyv::{Archive, Serialize};
 
 use crate::{
     AgentId, Flags, FrameError, Header, Performative, Priority, FRAME_ALIGN, FRAME_BYTES_MAX,
@@ -45,8 +56,8 @@ use crate::{
 const ROOT_ALIGN: usize = align_of::<ArchivedWireFrame>();
 
 /// The frame as rkyv sees it, with an owned payload: the specification of the
-/// layout. Encoding goes through [`WireFrameRef`], which archives to the same
-/// type; the tests prove both produce the same bytes.
+/// layout. The tests serialize it (and [`WireFrameRef`], which archives to the
+/// same type) and prove that `write_frame` produces the same bytes.
 #[derive(Archive, Serialize)]
 #[rkyv(archived = ArchivedWireFrame)]
 #[cfg_attr(not(test), expect(dead_code, reason = "defines ArchivedWireFrame"))]
@@ -64,11 +75,13 @@ struct WireFrame {
     reserved_u16: u16,
 }
 
-/// [`WireFrame`] with a borrowed payload, so encoding needs no allocation.
+/// [`WireFrame`] with a borrowed payload, so rkyv can encode into a buffer
+/// without allocating: the tests' reference encoder.
 ///
 /// `omit_bounds` plus explicit `serialize_bounds`: with the derived
 /// `PayloadAsVec: ArchiveWith<&'a [u8]>` bound, rustc would not normalize the
 /// archived payload type to `ArchivedVec<u8>`.
+#[cfg(test)]
 #[derive(Archive, Serialize)]
 #[rkyv(as = ArchivedWireFrame, serialize_bounds(__S: Allocator + Writer))]
 struct WireFrameRef<'a> {
@@ -105,6 +118,7 @@ const RESERVED_U8_OFFSET: usize = 43;
 /// Offset of the reserved `u16` within the root.
 const RESERVED_U16_OFFSET: usize = 46;
 
+#[cfg(test)]
 impl<'a> WireFrameRef<'a> {
     fn new(header: &Header, payload: &'a [u8]) -> Self {
         WireFrameRef {
@@ -125,8 +139,10 @@ impl<'a> WireFrameRef<'a> {
 
 /// Archives a borrowed `&[u8]` as the `ArchivedVec<u8>` an owned `Vec<u8>`
 /// archives to (rkyv's `InlineAsBox` would give an `ArchivedBox<[u8]>`).
+#[cfg(test)]
 struct PayloadAsVec;
 
+#[cfg(test)]
 impl ArchiveWith<&[u8]> for PayloadAsVec {
     type Archived = ArchivedVec<u8>;
     type Resolver = VecResolver;
@@ -136,6 +152,7 @@ impl ArchiveWith<&[u8]> for PayloadAsVec {
     }
 }
 
+#[cfg(test)]
 impl<S> SerializeWith<&[u8], S> for PayloadAsVec
 where
     S: Fallible + Allocator + Writer + ?Sized,
@@ -274,18 +291,77 @@ pub fn encode_into(header: &Header, payload: &[u8], out: &mut [u8]) -> Result<us
         });
     }
     header.flags.checked()?;
+    write_frame(header, payload, &mut out[..frame_bytes]);
+    Ok(frame_bytes)
+}
+
+/// Appends the frame for `header` and `payload` to `out` and returns its
+/// length ([`encoded_len`]`(payload.len())`): the bytes [`encode_into`]
+/// writes, at whatever alignment `out` ends (bytes to send, such as a
+/// length-prefixed stream, not to read in place). Fails, appending nothing, in
+/// the cases [`encode_into`] fails other than alignment and buffer size.
+pub fn encode_to_vec(
+    header: &Header,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<usize, FrameError> {
+    let frame_bytes = encoded_len(payload.len());
+    check_frame_bytes(frame_bytes)?;
+    header.flags.checked()?;
+    let root = frame_bytes - FRAME_FIXED_BYTES;
+    out.reserve(frame_bytes);
+    out.extend_from_slice(payload);
+    out.extend_from_slice(&[0u8; ROOT_ALIGN][..root - payload.len()]);
+    out.extend_from_slice(&root_bytes(header, payload.len(), root));
+    Ok(frame_bytes)
+}
+
+/// Writes a frame into `out`, which is exactly `encoded_len(payload.len())`
+/// bytes long (at most [`FRAME_BYTES_MAX`]): the payload, zero padding, then
+/// the root (the table in the module docs).
+fn write_frame(header: &Header, payload: &[u8], out: &mut [u8]) {
+    let root = out.len() - FRAME_FIXED_BYTES;
+    let (head, tail) = out.split_at_mut(root);
+    let (payload_out, padding) = head.split_at_mut(payload.len());
+    payload_out.copy_from_slice(payload);
+    padding.fill(0);
+    tail.copy_from_slice(&root_bytes(header, payload.len(), root));
+}
+
+/// The root of a frame whose root starts at byte `root` and whose payload is
+/// `payload_len` bytes at byte 0. Both are at most [`FRAME_BYTES_MAX`], which
+/// fits an `i32`.
+fn root_bytes(header: &Header, payload_len: usize, root: usize) -> [u8; FRAME_FIXED_BYTES] {
+    const _: () = assert!(FRAME_BYTES_MAX < i32::MAX as usize);
+    let mut bytes = [0u8; FRAME_FIXED_BYTES];
+    bytes[0..8].copy_from_slice(&header.to.0.to_le_bytes());
+    bytes[8..16].copy_from_slice(&header.from.0.to_le_bytes());
+    bytes[16..24].copy_from_slice(&header.conversation_id.to_le_bytes());
+    bytes[24..32].copy_from_slice(&header.correlation_id.to_le_bytes());
+    // rkyv's relative pointer: from the field (root + 32) back to the payload (0).
+    let offset = -((root + PAYLOAD_FIELD_OFFSET) as i32);
+    bytes[32..36].copy_from_slice(&offset.to_le_bytes());
+    bytes[36..40].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    bytes[VERSION_OFFSET] = FRAME_VERSION;
+    bytes[41] = header.performative as u8;
+    bytes[42] = header.priority as u8;
+    // reserved_u8 (43) and reserved_u16 (46..48) stay zero.
+    bytes[44..46].copy_from_slice(&header.flags.0.to_le_bytes());
+    bytes
+}
+
+/// rkyv's own encoding of the frame: the reference `write_frame` must match.
+#[cfg(test)]
+fn encode_with_rkyv(header: &Header, payload: &[u8], out: &mut [u8]) -> usize {
+    use rkyv::api::low::to_bytes_in_with_alloc;
+    use rkyv::rancor::Failure;
+    use rkyv::ser::allocator::SubAllocator;
+    use rkyv::ser::writer::Buffer;
     let frame = WireFrameRef::new(header, payload);
-    let writer = Buffer::from(&mut out[..frame_bytes]);
-    let written = to_bytes_in_with_alloc::<_, _, Failure>(&frame, writer, SubAllocator::empty())
-        .map_err(|Failure| FrameError::SerializeFailed {
-            needed_bytes: frame_bytes,
-        })?;
-    debug_assert_eq!(
-        written.len(),
-        frame_bytes,
-        "encoded_len disagrees with rkyv"
-    );
-    Ok(written.len())
+    let writer = Buffer::from(out);
+    to_bytes_in_with_alloc::<_, _, Failure>(&frame, writer, SubAllocator::empty())
+        .expect("the buffer fits the frame")
+        .len()
 }
 
 /// Checks bytes from outside the process and returns the frame in place.

@@ -291,3 +291,67 @@ fn set_from_refuses_what_validate_refuses() {
     assert!(crate::validate_and_set_from(&mut bytes, AgentId(1)).is_err());
     assert_eq!(&bytes[..], &before[..], "a refused frame is left untouched");
 }
+
+fn any_header() -> impl proptest::strategy::Strategy<Value = Header> {
+    use proptest::prelude::*;
+    let ids = (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>());
+    let kinds = (0..8u8, 0..4u8, any::<u16>());
+    (ids, kinds).prop_map(|((to, from, conversation_id, correlation_id), kinds)| {
+        let (performative, priority, flags) = kinds;
+        Header {
+            to: AgentId(to),
+            from: AgentId(from),
+            conversation_id,
+            correlation_id,
+            performative: Performative::ALL[usize::from(performative)],
+            priority: Priority::ALL[usize::from(priority)],
+            flags: Flags(flags & (Flags::KNOWN.0 | Flags::IGNORABLE.0)),
+        }
+    })
+}
+
+proptest::proptest! {
+    /// The byte writer is rkyv's encoding, byte for byte, for every header and payload;
+    /// appended to a stream at any alignment, it is the same bytes again.
+    #[test]
+    fn the_byte_writer_writes_exactly_what_rkyv_writes(
+        header in any_header(),
+        payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+        stream_bytes in 0usize..24,
+    ) {
+        let frame_bytes = encoded_len(payload.len());
+        // Both start from non-zero bytes, so a byte either writer skips shows.
+        let mut expected = AlignedVec::<FRAME_ALIGN>::new();
+        expected.resize(frame_bytes, 0xcc);
+        proptest::prop_assert_eq!(encode_with_rkyv(&header, &payload, &mut expected), frame_bytes);
+        let mut ours = AlignedVec::<FRAME_ALIGN>::new();
+        ours.resize(frame_bytes, 0x33);
+        proptest::prop_assert_eq!(encode_into(&header, &payload, &mut ours), Ok(frame_bytes));
+        proptest::prop_assert_eq!(&ours[..], &expected[..]);
+
+        let mut stream = vec![0xab; stream_bytes];
+        proptest::prop_assert_eq!(encode_to_vec(&header, &payload, &mut stream), Ok(frame_bytes));
+        proptest::prop_assert_eq!(&stream[..stream_bytes], &vec![0xab; stream_bytes][..]);
+        proptest::prop_assert_eq!(&stream[stream_bytes..], &expected[..]);
+    }
+}
+
+#[test]
+fn encode_to_vec_refuses_what_encode_into_refuses_and_appends_nothing() {
+    let mut stream = vec![1, 2, 3];
+    let unknown = Header {
+        flags: Flags(0x0084),
+        ..header()
+    };
+    let mut aligned = AlignedVec::<FRAME_ALIGN>::new();
+    aligned.resize(encoded_len(0), 0);
+    let refused = encode_to_vec(&unknown, b"", &mut stream);
+    assert!(matches!(refused, Err(FrameError::UnknownFlags { .. })));
+    assert_eq!(refused, encode_into(&unknown, b"", &mut aligned));
+    let too_large = vec![0u8; PAYLOAD_BYTES_MAX + 1];
+    assert!(matches!(
+        encode_to_vec(&header(), &too_large, &mut stream),
+        Err(FrameError::TooLarge { .. })
+    ));
+    assert_eq!(stream, [1, 2, 3]);
+}
