@@ -333,7 +333,7 @@ struct ConnectionSink {
 }
 
 impl Sink for ConnectionSink {
-    fn deliver(&mut self, message: &Message<'_>) -> Result<(), SinkFull> {
+    fn deliver(&mut self, header: &Header, payload: &[u8]) -> Result<(), SinkFull> {
         let mut egress = self.egress.borrow_mut();
         if egress.queued_bytes() > self.capacity_bytes {
             return Err(SinkFull {
@@ -341,7 +341,7 @@ impl Sink for ConnectionSink {
             });
         }
         let was_empty = egress.queued_bytes() == 0;
-        append_frame(&mut egress.bytes, &message.header, message.payload);
+        append_frame(&mut egress.bytes, header, payload);
         egress.frames += 1;
         if was_empty {
             self.shared.borrow_mut().ready.push(egress.slot);

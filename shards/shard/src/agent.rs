@@ -172,11 +172,16 @@ pub struct BatchOutcome {
 /// [`Shard::deploy_sink`]: crate::Shard::deploy_sink
 /// [`Shard::undeploy`]: crate::Shard::undeploy
 pub trait Sink {
-    /// Takes one message, or refuses it because the endpoint is over its bound; the
-    /// sender then sees back-pressure ([`SendError::SinkFull`]) and may retry.
+    /// Takes one message (its header and payload, borrowed for the call), or refuses it
+    /// because the endpoint is over its bound; the sender then sees back-pressure
+    /// ([`SendError::SinkFull`]) and may retry.
+    ///
+    /// The header comes by reference, not in a [`Message`]: the sender has just built
+    /// it, and copying it whole at once would stall on the store buffer (loads wider
+    /// than the stores that wrote it cannot be forwarded).
     ///
     /// [`SendError::SinkFull`]: crate::SendError::SinkFull
-    fn deliver(&mut self, message: &Message<'_>) -> Result<(), SinkFull>;
+    fn deliver(&mut self, header: &Header, payload: &[u8]) -> Result<(), SinkFull>;
 }
 
 /// A [`Sink`] refused a message: it holds more than its bound.

@@ -130,10 +130,14 @@ struct ClientSink {
 }
 
 impl Sink for ClientSink {
-    fn deliver(&mut self, message: &Message<'_>) -> Result<(), SinkFull> {
+    fn deliver(&mut self, header: &Header, payload: &[u8]) -> Result<(), SinkFull> {
         if self.rng.below(4) == 0 {
             return Err(SinkFull { capacity_bytes: 0 });
         }
+        let message = &Message {
+            header: *header,
+            payload,
+        };
         if message.is_reply() {
             record_failure(self.id, &self.ledger, message);
         } else {

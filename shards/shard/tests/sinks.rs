@@ -21,13 +21,11 @@ struct TestSink {
 }
 
 impl Sink for TestSink {
-    fn deliver(&mut self, message: &Message<'_>) -> Result<(), SinkFull> {
+    fn deliver(&mut self, header: &Header, payload: &[u8]) -> Result<(), SinkFull> {
         if !*self.open.borrow() {
             return Err(SinkFull { capacity_bytes: 0 });
         }
-        self.taken
-            .borrow_mut()
-            .push((message.header, message.payload.to_vec()));
+        self.taken.borrow_mut().push((*header, payload.to_vec()));
         Ok(())
     }
 }
