@@ -162,7 +162,17 @@ pub const EDGE_COUNTERS: usize = 19;
 
 impl EdgeCounters {
     fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+        EdgeCounters::add(counter, 1);
+    }
+
+    /// Adds `n`. Each shard's block has one writer, the shard's own thread, so a load and
+    /// a store are enough (readers see every value in order); an atomic read-modify-write
+    /// would be a locked instruction, about 20 cycles, on every frame.
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
     }
 
     /// Every counter as `(name, help, value)`, for exporters (`/metrics`).
@@ -908,9 +918,7 @@ fn flush(tx: &mut SendBatch, socket: &UdpSocket, counters: &EdgeCounters) {
     }
     match tx.send(socket) {
         Ok(sent) => {
-            counters
-                .datagrams_out
-                .fetch_add(sent as u64, Ordering::Relaxed);
+            EdgeCounters::add(&counters.datagrams_out, sent as u64);
         }
         Err(error) => tracing::debug!(%error, "UDP send failed"),
     }
@@ -1126,7 +1134,7 @@ fn write_egress(connection: &mut Connection, counters: &EdgeCounters) -> usize {
         }
     }
     let frames = std::mem::take(&mut egress.frames);
-    counters.frames_out.fetch_add(frames, Ordering::Relaxed);
+    EdgeCounters::add(&counters.frames_out, frames);
     if egress.sent == egress.bytes.len() {
         egress.bytes.clear();
         egress.sent = 0;
@@ -1163,9 +1171,7 @@ impl ShardIo for Edge {
             if got == 0 {
                 break;
             }
-            self.counters()
-                .datagrams_in
-                .fetch_add(got as u64, Ordering::Relaxed);
+            EdgeCounters::add(&self.counters().datagrams_in, got as u64);
             // Taken out while its datagrams are handled (the default holds no memory).
             let mut rx = std::mem::take(&mut self.rx);
             for i in 0..got {
@@ -1197,9 +1203,7 @@ impl ShardIo for Edge {
         }
         let dropped = std::mem::take(&mut self.shared.borrow_mut().forward_dropped);
         if dropped > 0 {
-            self.counters()
-                .datagrams_forward_dropped
-                .fetch_add(dropped, Ordering::Relaxed);
+            EdgeCounters::add(&self.counters().datagrams_forward_dropped, dropped);
         }
         let counters = &self.metrics[self.shard];
         flush(&mut self.tx, &self.socket, counters);
