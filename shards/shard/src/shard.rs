@@ -1360,7 +1360,11 @@ impl Shard {
             self.answer_undeliverable(frame, &reason);
             return;
         }
-        let result = self.with_agent(index, Some(&message.header), now_ns, |agent, ctx| {
+        // The context gets its own header, decoded from the frame again rather than
+        // copied from `message`: a copy would load the fields in wider pieces than they
+        // were just stored in, and wait for the store buffer.
+        let current = archived.header();
+        let result = self.with_agent(index, Some(current), now_ns, |agent, ctx| {
             agent.on_message(&message, ctx)
         });
         self.stats.messages_handled += 1;
@@ -1474,7 +1478,7 @@ impl Shard {
     fn with_agent(
         &mut self,
         index: u32,
-        current: Option<&Header>,
+        current: Option<Header>,
         now_ns: u64,
         f: impl FnOnce(&mut dyn Agent, &mut Context<'_>) -> Result<(), AgentError>,
     ) -> Result<(), AgentError> {
@@ -1493,7 +1497,7 @@ impl Shard {
         &mut self,
         index: u32,
         agent: &mut dyn Agent,
-        current: Option<&Header>,
+        current: Option<Header>,
         now_ns: u64,
         f: impl FnOnce(&mut dyn Agent, &mut Context<'_>) -> Result<(), AgentError>,
     ) -> Result<(), AgentError> {
@@ -1502,7 +1506,7 @@ impl Shard {
         let mut ctx = Context {
             shard: self,
             agent: id,
-            current: current.copied(),
+            current,
             now_ns,
         };
         let result = panic::catch_unwind(AssertUnwindSafe(|| f(agent, &mut ctx))).unwrap_or_else(
