@@ -155,10 +155,12 @@ pub struct EdgeCounters {
     pub frames_rejected: AtomicU64,
     /// Times reading a stream paused for back-pressure (mailbox, ring or pool full).
     pub reads_paused: AtomicU64,
+    /// Frames for a client that stopped reading, dropped (its connection is being closed).
+    pub frames_dropped_not_reading: AtomicU64,
 }
 
 /// Counters of [`EdgeCounters`].
-pub const EDGE_COUNTERS: usize = 19;
+pub const EDGE_COUNTERS: usize = 20;
 
 impl EdgeCounters {
     fn bump(counter: &AtomicU64) {
@@ -274,6 +276,11 @@ impl EdgeCounters {
                 "Times reading a stream paused for back-pressure (mailbox, ring or pool full)",
                 read(&self.reads_paused),
             ),
+            (
+                "frames_dropped_not_reading",
+                "Frames for a client that stopped reading, dropped (its connection is being closed)",
+                read(&self.frames_dropped_not_reading),
+            ),
         ]
     }
 }
@@ -334,11 +341,18 @@ fn append_frame(out: &mut Vec<u8>, header: &Header, payload: &[u8]) {
 
 /// The sink standing for one client connection: what is sent to its id goes to the
 /// client, appended to the connection's egress as it is sent.
+///
+/// It never refuses. Past its bound the client has stopped reading and the edge closes
+/// the connection (`read_frames`); what comes meanwhile is dropped and counted. A refusal
+/// would be back-pressure on the sender, and for a frame that came through the ring mesh
+/// that stalls the whole ring, every sender on that shard, until the connection is gone.
 struct ConnectionSink {
     egress: Rc<RefCell<Egress>>,
     shared: Rc<RefCell<Shared>>,
-    /// Egress bytes past which senders see back-pressure: the point at which the edge
-    /// closes the connection for not reading (`read_frames`).
+    metrics: EdgeMetrics,
+    shard: usize,
+    /// Egress bytes past which frames are dropped: the point at which the edge closes
+    /// the connection for not reading.
     capacity_bytes: usize,
 }
 
@@ -346,13 +360,18 @@ impl Sink for ConnectionSink {
     fn deliver(&mut self, header: &Header, payload: &[u8]) -> Result<(), SinkFull> {
         let mut egress = self.egress.borrow_mut();
         if egress.queued_bytes() > self.capacity_bytes {
-            return Err(SinkFull {
-                capacity_bytes: self.capacity_bytes,
-            });
+            EdgeCounters::bump(&self.metrics[self.shard].frames_dropped_not_reading);
+            // Have the edge look at the connection now, so it is closed at once rather
+            // than at the client's next packet or timer.
+            self.shared.borrow_mut().ready.push(egress.slot);
+            return Ok(());
         }
         let was_empty = egress.queued_bytes() == 0;
-        append_frame(&mut egress.bytes, header, payload);
-        egress.frames += 1;
+        match crate::framing::append_frame(&mut egress.bytes, header, payload) {
+            Ok(_) => egress.frames += 1,
+            // The shard checks every frame it routes (size, flags), so only a bug gets here.
+            Err(error) => tracing::warn!(%error, "frame for a client not encoded"),
+        }
         if was_empty {
             self.shared.borrow_mut().ready.push(egress.slot);
         }
@@ -747,6 +766,8 @@ impl Edge {
             let sink = ConnectionSink {
                 egress: Rc::clone(&egress),
                 shared: Rc::clone(&self.shared),
+                metrics: Arc::clone(&self.metrics),
+                shard: self.shard,
                 capacity_bytes: not_reading_bytes(&self.config),
             };
             if let Err(error) = core.deploy_sink(id, Box::new(sink)) {

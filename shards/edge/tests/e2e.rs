@@ -36,6 +36,31 @@ impl Agent for Echo {
     }
 }
 
+/// Answers a request carrying `n` (u32 le) with `n` replies of 2,000 bytes: a server that
+/// pushes more than a client reads.
+struct Pusher;
+
+impl Agent for Pusher {
+    fn on_message(&mut self, m: &Message<'_>, ctx: &mut Context<'_>) -> Result<(), AgentError> {
+        let Ok(count) = <[u8; 4]>::try_from(m.payload).map(u32::from_le_bytes) else {
+            return Ok(());
+        };
+        for _ in 0..count {
+            // A refusal would be back-pressure; a connection sink never refuses.
+            ctx.reply(Performative::Inform, &[7u8; 2000])
+                .map_err(|error| AgentError::Failed(error.to_string().into()))?;
+        }
+        Ok(())
+    }
+}
+
+/// A pusher agent id on each shard.
+fn pusher_ids(shards: usize) -> Vec<AgentId> {
+    (0..shards)
+        .map(|shard| id_on_shard(AgentId::from_name("pusher").0, shard, shards))
+        .collect()
+}
+
 /// An echo agent id on each shard.
 fn echo_ids(shards: usize) -> Vec<AgentId> {
     (0..shards)
@@ -90,7 +115,13 @@ fn start(name: &str, shards: usize, tune: impl FnOnce(&mut EdgeConfig, &Path)) -
     runtime.shard.frame_bytes_max = 64 * 1024;
     let (factory, metrics) = io_factory(edge, shards);
     let agents = Arc::new(move |shard: usize, shards: usize| {
-        vec![(echo_ids(shards)[shard], Box::new(Echo) as Box<dyn Agent>)]
+        vec![
+            (echo_ids(shards)[shard], Box::new(Echo) as Box<dyn Agent>),
+            (
+                pusher_ids(shards)[shard],
+                Box::new(Pusher) as Box<dyn Agent>,
+            ),
+        ]
     });
     let node = Node::start_with_io(runtime, agents, Some(factory)).expect("node starts");
     TestNode {
@@ -621,6 +652,63 @@ fn connections_past_the_limit_are_refused_with_server_busy() {
         node.counter(|c| c.connections_refused.load(Ordering::Relaxed)),
         5
     );
+}
+
+/// Replies pushed at a client that does not read, from its own shard and through the ring:
+/// past the bound they are dropped and counted, the connection is closed at once, and
+/// the ring stays open (another client is served by both shards meanwhile and after).
+#[test]
+fn replies_pushed_at_a_client_that_does_not_read_never_stall_the_ring() {
+    let _serial = serial();
+    let node = start("pushed", 2, |edge, _| {
+        edge.egress_bytes_max = 64 * 1024;
+        edge.stream_window_bytes = 64 * 1024;
+        edge.connection_window_bytes = 64 * 1024;
+    });
+    let mut config = pinned(&node);
+    config.window_bytes = 64 * 1024;
+    let mut silent = Driver::connect(&node, &config);
+    assert!(silent.connection.is_established());
+    // 300 replies of 2,000 bytes from each shard's pusher: 1.2 MB against a bound of
+    // 2 x 64 KiB + 64 KiB.
+    for (i, pusher) in pusher_ids(2).into_iter().enumerate() {
+        silent
+            .connection
+            .queue_frame(&request(pusher, i as u64), &300u32.to_le_bytes())
+            .expect("queue");
+    }
+    // Send the requests, then never read a frame (only acknowledge packets).
+    let started = Instant::now();
+    silent.run_until(Duration::from_secs(10), |c| {
+        c.is_closed() || c.error().is_some()
+    });
+    let closed_after = started.elapsed();
+    assert!(
+        node.counter(|c| c.connections_not_reading.load(Ordering::Relaxed)) == 1,
+        "{:?}",
+        node.metrics
+    );
+    assert!(node.counter(|c| c.frames_dropped_not_reading.load(Ordering::Relaxed)) > 0);
+    assert!(
+        closed_after < Duration::from_secs(5),
+        "closed after {closed_after:?}"
+    );
+    // Both shards still serve another client, through the ring too.
+    rt().block_on(async {
+        let client = Client::connect(node.addr, pinned(&node))
+            .await
+            .expect("connect");
+        for echo in echo_ids(2) {
+            let reply = tokio::time::timeout(
+                Duration::from_secs(5),
+                client.request(echo, Performative::Request, b"still flowing"),
+            )
+            .await
+            .expect("answered in time")
+            .expect("reply");
+            assert_eq!(reply.payload, b"still flowing");
+        }
+    });
 }
 
 /// Both ends offer quiche only what flow control lets it take: otherwise every blocked

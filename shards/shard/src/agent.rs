@@ -174,7 +174,9 @@ pub struct BatchOutcome {
 pub trait Sink {
     /// Takes one message (its header and payload, borrowed for the call), or refuses it
     /// because the endpoint is over its bound; the sender then sees back-pressure
-    /// ([`SendError::SinkFull`]) and may retry.
+    /// ([`SendError::SinkFull`]) and may retry. Refuse only while a condition lasts that
+    /// clears soon by itself: a refused frame from another shard stays at the head of its
+    /// ring, and every frame behind it from that shard waits too.
     ///
     /// The header comes by reference, not in a [`Message`]: the sender has just built
     /// it, and copying it whole at once would stall on the store buffer (loads wider

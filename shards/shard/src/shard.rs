@@ -768,8 +768,10 @@ impl Shard {
     ///
     /// When nothing else waits on this shard and the addressee is a running agent with an
     /// empty mailbox, it handles the frame at once, at `now_ns`, as
-    /// [`Shard::handle_lone_ring_item`] does: the next [`Shard::poll_deliver`] would have
-    /// handled it first anyway.
+    /// [`Shard::handle_lone_ring_item`] does: of the frames the shard holds, the next
+    /// [`Shard::poll_deliver`] would have handled it first anyway. Frames not yet read
+    /// (later in the client's stream, or in the socket) are not held yet: a more urgent
+    /// one among them runs after this one, where queueing both would have run it first.
     pub fn handle_incoming(
         &mut self,
         frame: IncomingFrame,
@@ -1139,32 +1141,34 @@ impl Shard {
         Some(self.sinks.get_mut(&header.to)?.deliver(header, payload))
     }
 
-    /// A send from this shard to a local id with no agent: to its sink, or refused.
+    /// A send from this shard to a local id with no agent: to its sink, or refused. The
+    /// sink gets only what an agent could have been sent: a frame within the size bound,
+    /// with no unknown must-understand flag.
     fn send_to_sink(&mut self, header: &Header, payload: &[u8]) -> Result<(), SendError> {
-        // The same bound as for a frame in a buffer, so a sink never sees what an agent
-        // could not be sent.
         let frame_bytes = dataplane_frame::encoded_len(payload.len());
-        if frame_bytes > self.config.frame_bytes_max {
+        let frame_bytes_max = self.config.frame_bytes_max;
+        let Some(sink) = self.sinks.get_mut(&header.to) else {
+            self.stats.unknown_agent += 1;
+            return Err(SendError::UnknownAgent { to: header.to });
+        };
+        if frame_bytes > frame_bytes_max {
             return Err(SendError::Pool(PoolError::TooLarge {
                 frame_bytes,
-                max_bytes: self.config.frame_bytes_max,
+                max_bytes: frame_bytes_max,
             }));
         }
-        match self.deliver_to_sink(header, payload) {
-            Some(Ok(())) => {
+        header.flags.checked()?;
+        match sink.deliver(header, payload) {
+            Ok(()) => {
                 self.stats.sent_local += 1;
                 Ok(())
             }
-            Some(Err(source)) => {
+            Err(source) => {
                 self.stats.backpressure += 1;
                 Err(SendError::SinkFull {
                     to: header.to,
                     source,
                 })
-            }
-            None => {
-                self.stats.unknown_agent += 1;
-                Err(SendError::UnknownAgent { to: header.to })
             }
         }
     }

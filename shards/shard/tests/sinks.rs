@@ -250,12 +250,26 @@ fn sinks_share_the_agent_ids_and_the_agent_bound() {
         Err(DeployError::Full { agents_max: 2, .. })
     ));
 
-    // The frame bound holds for a sink as for an agent.
+    // The frame bound and the flag check hold for a sink as for an agent; an unknown id
+    // is unknown whatever the frame.
     let error = shard
         .handle_send(&header(sink, agent), &[0; 512])
         .unwrap_err();
     assert!(matches!(error, SendError::Pool(PoolError::TooLarge { .. })));
+    let unknown_flags = Header {
+        flags: Flags(0x0084),
+        ..header(sink, agent)
+    };
+    let error = shard.handle_send(&unknown_flags, b"x").unwrap_err();
+    assert!(matches!(error, SendError::Frame(_)), "{error}");
     assert!(taken.borrow().is_empty());
+    let nobody = AgentId(99);
+    assert_eq!(
+        shard
+            .handle_send(&header(nobody, agent), &[0; 512])
+            .unwrap_err(),
+        SendError::UnknownAgent { to: nobody }
+    );
 
     // Undeployed: the id is unknown again, and the room is free.
     assert!(shard.undeploy(sink, 0));
