@@ -59,14 +59,6 @@ impl AlignedBuf {
     pub fn capacity_bytes(&self) -> usize {
         self.words.capacity() * 16
     }
-
-    /// Grows the buffer (never shrinks) so that it holds at least `len` bytes.
-    pub fn reserve(&mut self, len: usize) {
-        if self.len < len {
-            self.words.resize(len.div_ceil(16), 0);
-            self.len = self.words.len() * 16;
-        }
-    }
 }
 
 impl AsMut<[u8]> for AlignedBuf {

@@ -12,24 +12,11 @@ use dataplane_frame::{
 use proptest::prelude::*;
 use rkyv::util::AlignedVec;
 
-type Buffer = AlignedVec<FRAME_ALIGN>;
+mod common;
 
-fn header_strategy() -> impl Strategy<Value = Header> {
-    let ids = (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>());
-    let kinds = (0..8u8, 0..4u8, any::<u16>());
-    (ids, kinds).prop_map(|((to, from, conversation_id, correlation_id), kinds)| {
-        let (performative, priority, flags) = kinds;
-        Header {
-            to: AgentId(to),
-            from: AgentId(from),
-            conversation_id,
-            correlation_id,
-            performative: Performative::ALL[usize::from(performative)],
-            priority: Priority::ALL[usize::from(priority)],
-            flags: Flags(flags & (Flags::KNOWN.0 | Flags::IGNORABLE.0)),
-        }
-    })
-}
+use common::header_strategy;
+
+type Buffer = AlignedVec<FRAME_ALIGN>;
 
 fn encode(header: &Header, payload: &[u8]) -> Buffer {
     let mut buffer = Buffer::new();

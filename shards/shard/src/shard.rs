@@ -1136,7 +1136,7 @@ impl Shard {
         slot.state == Life::Running && slot.mailbox.len_frames() == 0
     }
 
-    /// Hands `message` to the sink deployed under its addressee, if there is one.
+    /// Hands a message to the sink deployed under its addressee, if there is one.
     fn deliver_to_sink(&mut self, header: &Header, payload: &[u8]) -> Option<Result<(), SinkFull>> {
         Some(self.sinks.get_mut(&header.to)?.deliver(header, payload))
     }

@@ -11,6 +11,10 @@ use dataplane_shard::{
     ShardConfig,
 };
 
+mod common;
+
+use common::transmit_all;
+
 type Inbox = Rc<RefCell<Vec<(Header, Vec<u8>)>>>;
 
 /// Records everything it receives; fails on payload "fail", panics on payload "panic".
@@ -318,16 +322,6 @@ fn foreign_buffers_go_home_alone_or_packed_and_survive_a_full_ring() {
         );
     }
     assert_eq!(a.stats().frames_returned, 6);
-}
-
-/// Everything `from` has for shard `to`, as ring items.
-fn transmit_all(from: &mut Shard, to: usize) -> Vec<RingItem> {
-    let mut items = Vec::new();
-    from.poll_transmit(to, |item| {
-        items.push(item);
-        Ok(())
-    });
-    items
 }
 
 /// A frame that comes alone is handled at once when nothing else waits, and queued like

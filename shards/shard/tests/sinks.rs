@@ -12,6 +12,10 @@ use dataplane_shard::{
     PoolError, RingItem, SendError, Shard, ShardConfig, Sink, SinkFull,
 };
 
+mod common;
+
+use common::transmit_all;
+
 type Taken = Rc<RefCell<Vec<(Header, Vec<u8>)>>>;
 
 /// Takes messages while `open`, refuses them otherwise.
@@ -89,15 +93,6 @@ fn incoming(shard: &mut Shard, to: AgentId, payload: &[u8]) -> IncomingFrame {
         .expect("the buffer fits the frame");
     assert_eq!(len, frame.len_bytes());
     frame
-}
-
-fn transmit_all(from: &mut Shard, to: usize) -> Vec<RingItem> {
-    let mut items = Vec::new();
-    from.poll_transmit(to, |item| {
-        items.push(item);
-        Ok(())
-    });
-    items
 }
 
 #[test]

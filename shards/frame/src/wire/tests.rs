@@ -292,30 +292,15 @@ fn set_from_refuses_what_validate_refuses() {
     assert_eq!(&bytes[..], &before[..], "a refused frame is left untouched");
 }
 
-fn any_header() -> impl proptest::strategy::Strategy<Value = Header> {
-    use proptest::prelude::*;
-    let ids = (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>());
-    let kinds = (0..8u8, 0..4u8, any::<u16>());
-    (ids, kinds).prop_map(|((to, from, conversation_id, correlation_id), kinds)| {
-        let (performative, priority, flags) = kinds;
-        Header {
-            to: AgentId(to),
-            from: AgentId(from),
-            conversation_id,
-            correlation_id,
-            performative: Performative::ALL[usize::from(performative)],
-            priority: Priority::ALL[usize::from(priority)],
-            flags: Flags(flags & (Flags::KNOWN.0 | Flags::IGNORABLE.0)),
-        }
-    })
-}
+#[path = "../../tests/common/mod.rs"]
+mod common;
 
 proptest::proptest! {
     /// The byte writer is rkyv's encoding, byte for byte, for every header and payload;
     /// appended to a stream at any alignment, it is the same bytes again.
     #[test]
     fn the_byte_writer_writes_exactly_what_rkyv_writes(
-        header in any_header(),
+        header in common::header_strategy(),
         payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
         stream_bytes in 0usize..24,
     ) {
