@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 use dataplane_frame::{AgentId, Flags, Header, Performative, Priority, FRAME_FIXED_BYTES};
 use dataplane_runtime::{IoFactory, ShardIo};
 use dataplane_shard::{
-    id_on_shard, Agent, AgentError, Context, Incoming, IncomingFrame, Message, Shard, Sink,
-    SinkFull,
+    id_on_shard, owner_shard, Agent, AgentError, Context, Incoming, IncomingFrame, Message, Shard,
+    Sink, SinkFull,
 };
 
 use crate::cid::{new_cid, owner_of, CID_BYTES};
@@ -382,6 +382,19 @@ impl Sink for ConnectionSink {
 /// The agent that receives datagrams other shards forward to this one.
 struct EdgeAgent {
     shared: Rc<RefCell<Shared>>,
+    shard: usize,
+    shards: usize,
+}
+
+impl EdgeAgent {
+    /// Whether `from` is another shard's edge agent: the only sender whose datagrams are
+    /// trusted to carry the peer address they claim. A client frame's `from` is set by its
+    /// ingress shard to the connection's id, and agents send as themselves, so neither can
+    /// pass for an edge (every shard's edge id is taken by that shard's edge).
+    fn is_peer_edge(&self, from: AgentId) -> bool {
+        let sender = owner_shard(from, self.shards);
+        sender != self.shard && from == edge_agent_id(sender, self.shards)
+    }
 }
 
 impl Agent for EdgeAgent {
@@ -390,6 +403,13 @@ impl Agent for EdgeAgent {
         message: &Message<'_>,
         _ctx: &mut Context<'_>,
     ) -> Result<(), AgentError> {
+        // Otherwise a client could address its shard's edge and have any datagram taken as
+        // if it came from an address of its choosing.
+        if !self.is_peer_edge(message.from()) {
+            return Err(AgentError::Failed(
+                "only another shard's edge may forward datagrams".into(),
+            ));
+        }
         let Some((peer, datagram)) = decode_forwarded(message.payload) else {
             return Err(AgentError::Failed("malformed forwarded datagram".into()));
         };
@@ -572,6 +592,8 @@ impl Edge {
             edge_id,
             Box::new(EdgeAgent {
                 shared: Rc::clone(&shared),
+                shard,
+                shards,
             }),
             now_ns,
         )

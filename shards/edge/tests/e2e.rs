@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use dataplane_client::{Client, ClientConfig, ClientConnection, ClientError, Verify};
-use dataplane_edge::server::{io_factory, EdgeConfig, EdgeMetrics};
+use dataplane_edge::server::{edge_agent_id, io_factory, EdgeConfig, EdgeMetrics};
 use dataplane_edge::tls::ensure_dev_cert;
 use dataplane_edge::{ErrorCode, Fingerprint};
 use dataplane_frame::{AgentId, Flags, Header, Performative, Priority};
@@ -253,6 +253,51 @@ fn an_unknown_agent_gets_an_error_naming_it() {
         // The connection still works.
         let reply = client
             .request(echo_ids(2)[0], Performative::Request, b"still here")
+            .await
+            .expect("reply");
+        assert_eq!(reply.payload, b"still here");
+    });
+}
+
+/// A client cannot pass a datagram off as forwarded by another shard: addressed to any
+/// shard's edge agent, it gets an error and the edge takes nothing from it.
+#[test]
+fn a_client_cannot_inject_forwarded_datagrams() {
+    let _serial = serial();
+    let node = start("inject", 2, |_, _| {});
+    rt().block_on(async {
+        let client = Client::connect(node.addr, pinned(&node))
+            .await
+            .expect("connect");
+        // A well-formed forward: family 4, the IPv4-mapped address, port, then the
+        // datagram (a short-header packet for a made-up connection).
+        let mut payload = vec![4u8];
+        payload.extend_from_slice(
+            &std::net::Ipv4Addr::new(10, 9, 8, 7)
+                .to_ipv6_mapped()
+                .octets(),
+        );
+        payload.extend_from_slice(&4433u16.to_be_bytes());
+        payload.extend_from_slice(&[0x40; 64]);
+        for shard in 0..2 {
+            let edge = edge_agent_id(shard, 2);
+            let error = client
+                .request(edge, Performative::Request, &payload)
+                .await
+                .expect_err("an edge takes forwards only from another edge");
+            match error {
+                ClientError::Remote { reason, .. } => {
+                    assert!(reason.contains("only another shard's edge"), "{reason}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            node.counter(|c| c.datagrams_forwarded_in.load(Ordering::Relaxed)),
+            0
+        );
+        let reply = client
+            .request(echo_ids(2)[1], Performative::Request, b"still here")
             .await
             .expect("reply");
         assert_eq!(reply.payload, b"still here");
