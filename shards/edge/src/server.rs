@@ -1307,4 +1307,120 @@ mod tests {
         assert!(decode_forwarded(&[9; 30]).is_none());
         assert!(decode_forwarded(&[4; 5]).is_none());
     }
+
+    /// A short-header packet for a connection id that shard `owner` issued.
+    fn misrouted_packet(owner: u16) -> Vec<u8> {
+        let mut packet = vec![0x40];
+        packet.extend_from_slice(&crate::cid::new_cid(owner));
+        packet.extend_from_slice(&[0x5a; 40]);
+        packet
+    }
+
+    /// Records `(from, payload)` of each message, as shard 1's edge agent.
+    struct Keep(Kept);
+
+    /// What [`Keep`] was given: `(from, payload)`.
+    type Kept = Rc<RefCell<Vec<(AgentId, Vec<u8>)>>>;
+
+    impl Agent for Keep {
+        fn on_message(
+            &mut self,
+            message: &Message<'_>,
+            _ctx: &mut Context<'_>,
+        ) -> Result<(), AgentError> {
+            self.0
+                .borrow_mut()
+                .push((message.from(), message.payload.to_vec()));
+            Ok(())
+        }
+    }
+
+    /// Polls `edge` until `done` holds (the datagram crossed loopback) or 2 s pass.
+    fn poll_until(edge: &mut Edge, core: &mut Shard, done: impl Fn(&Edge) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !done(edge) && Instant::now() < deadline {
+            edge.poll(core, 0);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// A packet for another shard's connection is forwarded to that shard's edge agent
+    /// through the rings; once this shard is stopping it is dropped and counted instead,
+    /// since the owner may have stopped reading its rings and the frame could only wait
+    /// out the drain there.
+    #[test]
+    fn misrouted_packets_are_forwarded_and_dropped_once_stopping() {
+        let dir =
+            std::env::temp_dir().join(format!("dataplane-edge-misrouted-{}", std::process::id()));
+        let (cert, key, _, _) = crate::tls::ensure_dev_cert(&dir).expect("dev cert");
+        let config = Arc::new(EdgeConfig::new(([127, 0, 0, 1], 0).into(), cert, key));
+        let executor = glommio::LocalExecutorBuilder::default()
+            .make()
+            .expect("executor");
+        executor.run(async move {
+            let metrics: EdgeMetrics = (0..2).map(|_| EdgeCounters::default()).collect();
+            let mut core = Shard::new(dataplane_shard::ShardConfig::new(0, 2));
+            let mut edge =
+                Edge::start(config, Arc::clone(&metrics), &mut core, 0).expect("edge starts");
+            let client = UdpSocket::bind("127.0.0.1:0").expect("bind");
+            let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+
+            let packet = misrouted_packet(1);
+            client.send_to(&packet, edge.local_addr()).expect("send");
+            poll_until(&mut edge, &mut core, |edge| {
+                read(&edge.counters().datagrams_in) == 1
+            });
+            assert_eq!(read(&metrics[0].datagrams_forwarded_out), 1);
+            // Shard 1, with a stand-in for its edge agent that keeps what it is given.
+            let mut owner = Shard::new(dataplane_shard::ShardConfig::new(1, 2));
+            let taken = Kept::default();
+            owner
+                .deploy(edge_agent_id(1, 2), Box::new(Keep(Rc::clone(&taken))), 0)
+                .expect("deploy");
+            let mut items = Vec::new();
+            core.poll_transmit(1, |item| {
+                items.push(item);
+                Ok(())
+            });
+            assert_eq!(items.len(), 1, "one frame for shard 1's edge");
+            for item in items {
+                owner.handle_ring_item(item).expect("taken");
+            }
+            owner.poll_deliver(0, 16);
+            let (from, payload) = taken.borrow_mut().pop().expect("forwarded");
+            assert_eq!(from, edge_agent_id(0, 2));
+            let (peer, datagram) = decode_forwarded(&payload).expect("well formed");
+            assert_eq!(peer, client.local_addr().expect("addr"));
+            assert_eq!(datagram, packet.as_slice());
+            // The buffer goes home, as the rings would carry it.
+            owner.poll_transmit(0, |item| core.handle_ring_item(item));
+
+            // An owner past the node's shards is nobody's: counted, never forwarded.
+            client
+                .send_to(&misrouted_packet(7), edge.local_addr())
+                .expect("send");
+            poll_until(&mut edge, &mut core, |edge| {
+                read(&edge.counters().datagrams_in) == 2
+            });
+            assert_eq!(read(&metrics[0].datagrams_unknown_connection), 1);
+            assert_eq!(read(&metrics[0].datagrams_forwarded_out), 1);
+
+            edge.shutdown(&mut core, 0);
+            client
+                .send_to(&misrouted_packet(1), edge.local_addr())
+                .expect("send");
+            poll_until(&mut edge, &mut core, |edge| {
+                read(&edge.counters().datagrams_in) == 3
+            });
+            assert_eq!(read(&metrics[0].datagrams_forwarded_out), 1);
+            assert_eq!(read(&metrics[0].datagrams_forward_dropped), 1);
+            let mut sent = 0;
+            core.poll_transmit(1, |_| {
+                sent += 1;
+                Ok(())
+            });
+            assert_eq!(sent, 0, "nothing crosses to a stopping owner");
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
