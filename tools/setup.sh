@@ -40,7 +40,7 @@ is_root() { [ "$(id -u)" -eq 0 ]; }
 #                                   toolchain lacks here; rustup's proxies stay first on PATH
 #   clang-14, lld-14                the C guests (clang-14 --target=wasm32-unknown-unknown,
 #                                   wasm-ld); lld-14 also links the Rust guests
-packages=(cmake libclang-dev libhwloc-dev hwloc pkg-config)
+packages=(cmake libclang-dev libhwloc-dev hwloc pkg-config iproute2)
 packages+=(rustc libstd-rust-dev-wasm32 clang-14 lld-14)
 if $profiling; then
     packages+=(linux-perf)

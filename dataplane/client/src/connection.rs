@@ -88,6 +88,9 @@ impl ClientConfig {
         quic.set_max_idle_timeout(self.idle_timeout.as_millis() as u64);
         quic.set_max_recv_udp_payload_size(DATAGRAM_BYTES_MAX);
         quic.set_max_send_udp_payload_size(DATAGRAM_BYTES_MAX);
+        // Packets start at QUIC's 1,200 bytes and grow to what the path carries (up to
+        // DATAGRAM_BYTES_MAX) as probes are acknowledged; the socket never fragments.
+        quic.discover_pmtu(true);
         quic.set_initial_max_data(self.window_bytes);
         quic.set_initial_max_stream_data_bidi_local(self.window_bytes);
         quic.set_initial_max_stream_data_bidi_remote(self.window_bytes);

@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use dataplane_edge::socket::DATAGRAM_BYTES_MAX;
+use dataplane_edge::socket::{set_dont_fragment, DATAGRAM_BYTES_MAX};
 use dataplane_edge::{ErrorCode, Fingerprint};
 use dataplane_frame::{AgentId, Flags, Header, Performative, Priority};
 use tokio::net::UdpSocket;
@@ -210,6 +210,8 @@ impl Client {
         let socket = UdpSocket::bind(bind)
             .await
             .map_err(|error| ClientError::Io(format!("bind {bind}: {error}")))?;
+        set_dont_fragment(&socket, bind.is_ipv6())
+            .map_err(|error| ClientError::Io(format!("don't-fragment on {bind}: {error}")))?;
         let mut local = socket
             .local_addr()
             .map_err(|error| ClientError::Io(error.to_string()))?;

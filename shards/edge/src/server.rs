@@ -538,6 +538,9 @@ pub fn quiche_server_config(config: &EdgeConfig) -> Result<quiche::Config, Strin
     quic.set_max_idle_timeout(config.idle_timeout.as_millis() as u64);
     quic.set_max_recv_udp_payload_size(DATAGRAM_BYTES_MAX);
     quic.set_max_send_udp_payload_size(DATAGRAM_BYTES_MAX);
+    // Packets start at QUIC's 1,200 bytes and grow to what the path carries (up to
+    // DATAGRAM_BYTES_MAX) as probes are acknowledged; the socket never fragments.
+    quic.discover_pmtu(true);
     quic.set_initial_max_data(config.connection_window_bytes);
     quic.set_initial_max_stream_data_bidi_remote(config.stream_window_bytes);
     quic.set_initial_max_stream_data_bidi_local(config.stream_window_bytes);

@@ -40,11 +40,60 @@ fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
         socket.set_reuse_port(true)?;
     }
     socket.set_nonblocking(true)?;
+    set_dont_fragment(&socket, addr.is_ipv6())?;
     // Best effort: a smaller buffer only means earlier drops under bursts.
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
     socket.bind(&addr.into())?;
     Ok(socket.into())
+}
+
+/// Makes every datagram of `socket` leave unfragmented (the IP "don't fragment" bit,
+/// `IP_PMTUDISC_PROBE`, and its IPv6 counterpart for an IPv6 socket, which may carry
+/// IPv4 too). QUIC requires it (RFC 9000, section 14): a fragmented packet is lost when
+/// any fragment is, and path MTU discovery needs a datagram the path cannot carry to be
+/// lost, not split. A datagram larger than the local link's MTU then fails at once
+/// with `EMSGSIZE` (see [`SendBatch::send`]); one larger than a later hop's is dropped
+/// there. `PROBE` rather than `DO`: the kernel's cached path MTU, which anyone on the
+/// path can lower with a forged ICMP message, does not limit the sizes QUIC probes.
+pub fn set_dont_fragment(socket: &impl AsRawFd, ipv6: bool) -> io::Result<()> {
+    let set = |level: libc::c_int, option: libc::c_int, value: libc::c_int| {
+        // SAFETY: a valid socket descriptor and a pointer to a live c_int of the stated size.
+        let result = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                level,
+                option,
+                (&raw const value).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if result == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    if ipv6 {
+        set(
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_PROBE,
+        )?;
+        // A v6-only socket refuses the IPv4 option; it carries no IPv4 anyway.
+        let _ = set(
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_PROBE,
+        );
+        Ok(())
+    } else {
+        set(
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_PROBE,
+        )
+    }
 }
 
 /// Largest UDP payload of one `sendmsg` carrying a GSO train, and of one GRO read.
@@ -221,7 +270,8 @@ impl SendBatch {
     }
 
     /// Sends the queued datagrams with `sendmmsg`; those the kernel does not take now
-    /// (its buffer is full) are dropped, as a router would: QUIC retransmits. Returns
+    /// (its buffer is full) or that exceed the link's MTU are dropped, as a router would:
+    /// QUIC retransmits, and takes a lost probe as the path's answer. Returns
     /// how many datagrams were sent; the batch is empty afterwards. If the kernel
     /// refuses a GSO train (a device without segmentation offload), GSO is switched off
     /// for this batch from then on.
@@ -285,14 +335,34 @@ impl SendBatch {
                 match error.kind() {
                     io::ErrorKind::Interrupted => continue,
                     io::ErrorKind::WouldBlock => break,
-                    _ => {
-                        // EIO: the device cannot segment; the first train failed.
-                        if self.gso && error.raw_os_error() == Some(libc::EIO) {
-                            self.gso = false;
+                    _ => match error.raw_os_error() {
+                        // Datagrams larger than the link's MTU, which the don't-fragment
+                        // bit forbids splitting (`EINVAL` for a GSO train): in practice
+                        // a path MTU probe, perhaps with smaller datagrams queued behind
+                        // it in its train. Those go one by one; the oversized ones are
+                        // dropped, as the link would; the rest of the batch goes on.
+                        Some(libc::EMSGSIZE | libc::EINVAL) => {
+                            let train = self.trains[sent_trains];
+                            tracing::debug!(
+                                datagram_bytes = train.segment,
+                                %error,
+                                "datagram larger than the link carries, dropped"
+                            );
+                            if train.segments > 1 {
+                                sent += self.send_one_by_one(socket, train);
+                            }
+                            sent_trains += 1;
+                            continue;
                         }
-                        outcome = Err(error);
-                        break;
-                    }
+                        raw => {
+                            // EIO: the device cannot segment; the first train failed.
+                            if self.gso && raw == Some(libc::EIO) {
+                                self.gso = false;
+                            }
+                            outcome = Err(error);
+                            break;
+                        }
+                    },
                 }
             }
             if result == 0 {
@@ -309,6 +379,18 @@ impl SendBatch {
         self.used = 0;
         self.datagrams = 0;
         outcome.map(|()| sent)
+    }
+}
+
+impl SendBatch {
+    /// Sends `train`'s datagrams one `send_to` each (no segmentation); returns how many
+    /// the kernel took. Those it refuses (too large, or its buffer is full) are dropped.
+    fn send_one_by_one(&self, socket: &UdpSocket, train: Train) -> usize {
+        let end = train.start + train.len;
+        self.arena[train.start..end]
+            .chunks(train.segment)
+            .filter(|datagram| socket.send_to(datagram, train.to).is_ok())
+            .count()
     }
 }
 
@@ -638,6 +720,47 @@ mod tests {
         let got = receive_all(&mut RecvBatch::new(8, false), &without_gro, 3);
         let lens: Vec<usize> = got.iter().map(|(b, _)| b.len()).collect();
         assert_eq!(lens, &sizes[..3]);
+    }
+
+    /// In a network namespace of its own whose loopback has a 1,500-byte MTU (needs
+    /// root, as the suite does), runs `f`.
+    fn with_ethernet_mtu(f: impl FnOnce() + Send + 'static) {
+        std::thread::spawn(move || {
+            // SAFETY: unshare(2) with a constant flag; it changes only this thread.
+            let result = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            assert_eq!(result, 0, "unshare: {}", io::Error::last_os_error());
+            let status = std::process::Command::new("ip")
+                .args(["link", "set", "lo", "mtu", "1500", "up"])
+                .status()
+                .expect("ip(8)");
+            assert!(status.success());
+            f();
+        })
+        .join()
+        .expect("test thread");
+    }
+
+    /// A datagram the link cannot carry unfragmented (a path MTU probe) is dropped alone:
+    /// the datagram queued behind it in its GSO train and the trains after it still go.
+    #[test]
+    fn a_datagram_over_the_link_mtu_is_dropped_alone() {
+        with_ethernet_mtu(|| {
+            let sender = bind_client(local()).expect("bind");
+            let sink = bind_client(local()).expect("bind");
+            let to = sink.local_addr().expect("addr");
+            for gso in [true, false] {
+                let gso = gso && gso_supported(&sender);
+                let mut out = SendBatch::new(8, gso);
+                // 1,500 bytes of UDP payload is 1,528 on the wire: over the MTU.
+                queue(&mut out, &[1000, 1500, 1000, 1000], to);
+                assert_eq!(out.send(&sender).expect("send"), 3, "gso {gso}");
+                let got = receive_all(&mut RecvBatch::new(8, false), &sink, 3);
+                let lens: Vec<usize> = got.iter().map(|(b, _)| b.len()).collect();
+                assert_eq!(lens, [1000, 1000, 1000], "gso {gso}");
+                let order: Vec<u8> = got.iter().map(|(b, _)| b[0]).collect();
+                assert_eq!(order, [0, 2, 3], "gso {gso}");
+            }
+        });
     }
 
     #[test]

@@ -304,6 +304,69 @@ fn a_client_cannot_inject_forwarded_datagrams() {
     });
 }
 
+/// Moves the calling thread into a network namespace of its own whose loopback has an
+/// Ethernet-sized MTU; threads and processes it starts inherit it. Needs root (as the
+/// test suite does for memlock).
+fn own_network_with_mtu(mtu: u32) {
+    // SAFETY: unshare(2) with a constant flag; it changes only this thread's namespaces.
+    let result = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(
+        result,
+        0,
+        "unshare(CLONE_NEWNET) needs root: {}",
+        std::io::Error::last_os_error()
+    );
+    let status = std::process::Command::new("ip")
+        .args(["link", "set", "lo", "mtu", &mtu.to_string(), "up"])
+        .status()
+        .expect("ip(8) from iproute2");
+    assert!(status.success(), "ip link set lo mtu {mtu} up: {status}");
+}
+
+/// Full-size packets over a path with a 1,500-byte MTU, as on ordinary Ethernet: the
+/// edge must neither send datagrams the path cannot carry (a GSO train of them fails as
+/// a whole) nor rely on IP fragmentation. Loopback's 64 KiB MTU hides both.
+#[test]
+fn a_flood_gets_through_a_path_with_an_ethernet_mtu() {
+    let _serial = serial();
+    std::thread::spawn(|| {
+        own_network_with_mtu(1500);
+        let node = start("mtu", 1, |_, _| {});
+        let echo = echo_ids(1)[0];
+        rt().block_on(async {
+            let client = Arc::new(
+                Client::connect(node.addr, pinned(&node))
+                    .await
+                    .expect("connect"),
+            );
+            // 4,000 requests of 1,000 bytes in flight at once: every packet is full.
+            let mut tasks = tokio::task::JoinSet::new();
+            for i in 0..4000u32 {
+                let client = Arc::clone(&client);
+                tasks.spawn(async move {
+                    let mut payload = vec![(i % 251) as u8; 1000];
+                    payload[..4].copy_from_slice(&i.to_le_bytes());
+                    let reply = client
+                        .request(echo, Performative::Request, &payload)
+                        .await
+                        .expect("reply");
+                    assert_eq!(reply.payload, payload);
+                });
+            }
+            let all = async {
+                while let Some(done) = tasks.join_next().await {
+                    done.expect("request task");
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(20), all)
+                .await
+                .expect("every reply within 20 s");
+        });
+    })
+    .join()
+    .expect("the flood test thread");
+}
+
 /// Drives a sans-IO client over a std socket until `done` or the deadline.
 struct Driver {
     socket: UdpSocket,
