@@ -17,7 +17,7 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -37,11 +37,14 @@ use crate::cid::{new_cid, owner_of, CID_BYTES};
 use crate::protocol::{ErrorCode, ALPNS, FRAME_STREAM_ID, STREAMS_BIDI_MAX};
 use crate::reader::{Event, FrameReader, Staging};
 use crate::socket::{
-    bind_reuseport, enable_gro, gso_supported, RecvBatch, SendBatch, DATAGRAM_BYTES_MAX,
+    bind_reuseport, enable_destinations, enable_gro, gso_supported, RecvBatch, SendBatch,
+    DATAGRAM_BYTES_MAX,
 };
 
 /// Bytes of an encoded socket address in a forwarded datagram's frame.
 const ADDR_BYTES: usize = 19;
+/// Bytes before the datagram in a forwarded one: the peer's address, then ours.
+const FORWARD_HEADER_BYTES: usize = 2 * ADDR_BYTES;
 /// Socket reads per poll at most (each up to a batch of datagrams).
 const RECV_ROUNDS_PER_POLL: usize = 4;
 /// Default of [`EdgeConfig::client_address_changes_max`].
@@ -308,8 +311,9 @@ pub fn edge_agent_id(shard: usize, shards: usize) -> AgentId {
 /// State the edge shares with the agents it deploys on its shard (same thread).
 #[derive(Default)]
 struct Shared {
-    /// Datagrams forwarded by other shards: `(datagram, peer address)`.
-    forwarded: VecDeque<(Vec<u8>, SocketAddr)>,
+    /// Datagrams forwarded by other shards: `(datagram, peer address, the address the
+    /// peer sent it to)`.
+    forwarded: VecDeque<(Vec<u8>, SocketAddr, SocketAddr)>,
     forward_queue_max: usize,
     forward_dropped: u64,
     /// Connection slots with new egress bytes.
@@ -410,7 +414,7 @@ impl Agent for EdgeAgent {
                 "only another shard's edge may forward datagrams".into(),
             ));
         }
-        let Some((peer, datagram)) = decode_forwarded(message.payload) else {
+        let Some((peer, local, datagram)) = decode_forwarded(message.payload) else {
             return Err(AgentError::Failed("malformed forwarded datagram".into()));
         };
         let mut shared = self.shared.borrow_mut();
@@ -418,41 +422,50 @@ impl Agent for EdgeAgent {
             shared.forward_dropped += 1;
             return Ok(());
         }
-        shared.forwarded.push_back((datagram.to_vec(), peer));
+        shared.forwarded.push_back((datagram.to_vec(), peer, local));
         Ok(())
     }
 }
 
-fn encode_forwarded(out: &mut Vec<u8>, peer: SocketAddr, datagram: &[u8]) {
+/// A datagram for another shard: `peer`'s address, the address it was sent to
+/// (`local`), then the datagram.
+fn encode_forwarded(out: &mut Vec<u8>, peer: SocketAddr, local: SocketAddr, datagram: &[u8]) {
     out.clear();
-    match peer {
-        SocketAddr::V4(v4) => {
-            out.push(4);
-            out.extend_from_slice(&v4.ip().to_ipv6_mapped().octets());
+    for addr in [peer, local] {
+        match addr {
+            SocketAddr::V4(v4) => {
+                out.push(4);
+                out.extend_from_slice(&v4.ip().to_ipv6_mapped().octets());
+            }
+            SocketAddr::V6(v6) => {
+                out.push(6);
+                out.extend_from_slice(&v6.ip().octets());
+            }
         }
-        SocketAddr::V6(v6) => {
-            out.push(6);
-            out.extend_from_slice(&v6.ip().octets());
-        }
+        out.extend_from_slice(&addr.port().to_be_bytes());
     }
-    out.extend_from_slice(&peer.port().to_be_bytes());
     out.extend_from_slice(datagram);
 }
 
-fn decode_forwarded(payload: &[u8]) -> Option<(SocketAddr, &[u8])> {
-    if payload.len() < ADDR_BYTES {
-        return None;
-    }
+fn decode_addr(bytes: &[u8]) -> Option<SocketAddr> {
+    let bytes: &[u8; ADDR_BYTES] = bytes.get(..ADDR_BYTES)?.try_into().ok()?;
     let mut octets = [0u8; 16];
-    octets.copy_from_slice(&payload[1..17]);
+    octets.copy_from_slice(&bytes[1..17]);
     let v6 = std::net::Ipv6Addr::from(octets);
-    let port = u16::from_be_bytes([payload[17], payload[18]]);
-    let ip = match payload[0] {
+    let port = u16::from_be_bytes([bytes[17], bytes[18]]);
+    let ip = match bytes[0] {
         4 => std::net::IpAddr::V4(v6.to_ipv4_mapped()?),
         6 => std::net::IpAddr::V6(v6),
         _ => return None,
     };
-    Some((SocketAddr::new(ip, port), &payload[ADDR_BYTES..]))
+    Some(SocketAddr::new(ip, port))
+}
+
+/// `(peer, local, datagram)` of a forwarded datagram, or `None` if malformed.
+fn decode_forwarded(payload: &[u8]) -> Option<(SocketAddr, SocketAddr, &[u8])> {
+    let peer = decode_addr(payload)?;
+    let local = decode_addr(payload.get(ADDR_BYTES..)?)?;
+    Some((peer, local, &payload[FORWARD_HEADER_BYTES..]))
 }
 
 struct Connection {
@@ -487,6 +500,9 @@ pub struct Edge {
     /// The same socket (a dup) seen by glommio, only to wait for readability when parked.
     readiness: glommio::net::UdpSocket,
     local: SocketAddr,
+    /// Whether the socket is on a wildcard address and reports where each datagram was
+    /// sent ([`enable_destinations`]): then replies name their source address.
+    destinations: bool,
     quic: quiche::Config,
     slots: Vec<Option<Connection>>,
     free_slots: Vec<usize>,
@@ -608,6 +624,16 @@ impl Edge {
         } else {
             RecvBatch::new(config.batch_datagrams, false)
         };
+        // On a wildcard address the host may have several: answer each client from the
+        // one it wrote to (else the kernel picks by route, and the client drops replies
+        // from an address it does not know).
+        let destinations =
+            local.ip().is_unspecified() && enable_destinations(&socket, local.is_ipv6());
+        let rx = if destinations {
+            rx.with_destinations()
+        } else {
+            rx
+        };
         let tx = SendBatch::new(config.batch_datagrams, gso_supported(&socket));
         Ok(Edge {
             shard,
@@ -615,6 +641,7 @@ impl Edge {
             socket,
             readiness,
             local,
+            destinations,
             quic,
             slots: Vec::new(),
             free_slots: Vec::new(),
@@ -625,7 +652,7 @@ impl Edge {
             rx,
             tx,
             staging: Staging::new(STAGING_BYTES),
-            forward_buf: Vec::with_capacity(DATAGRAM_BYTES_MAX + ADDR_BYTES),
+            forward_buf: Vec::with_capacity(DATAGRAM_BYTES_MAX + FORWARD_HEADER_BYTES),
             touched: Vec::new(),
             again: Vec::new(),
             next_sweep_ns: now_ns + SWEEP_INTERVAL_NS,
@@ -645,11 +672,27 @@ impl Edge {
         self.local
     }
 
+    /// Our address as a client's packet named it: the socket's, or on a wildcard
+    /// socket the one the packet was sent to.
+    fn local_for(&self, destination: Option<IpAddr>) -> SocketAddr {
+        match destination {
+            Some(ip) if self.destinations => SocketAddr::new(ip, self.local.port()),
+            _ => self.local,
+        }
+    }
+
+    /// The source address to send from to reach a client at our address `local`: only
+    /// a wildcard socket names one.
+    fn source(&self, local: SocketAddr) -> Option<IpAddr> {
+        self.destinations.then_some(local.ip())
+    }
+
     fn handle_datagram(
         &mut self,
         core: &mut Shard,
         datagram: &mut [u8],
         peer: SocketAddr,
+        local: SocketAddr,
         forwarded: bool,
     ) {
         let header = match quiche::Header::from_slice(datagram, CID_BYTES) {
@@ -672,7 +715,7 @@ impl Edge {
                         // wait there until its drain timed out.
                         EdgeCounters::bump(&self.counters().datagrams_forward_dropped);
                     } else if owner < self.shards {
-                        self.forward(core, owner, peer, datagram);
+                        self.forward(core, owner, peer, local, datagram);
                     } else {
                         EdgeCounters::bump(&self.counters().datagrams_unknown_connection);
                     }
@@ -683,7 +726,7 @@ impl Edge {
         let slot = match self.by_cid.get(header.dcid.as_ref()) {
             Some(&slot) => slot,
             None if header.ty == quiche::Type::Initial => {
-                match self.accept(core, &header, datagram, peer) {
+                match self.accept(core, &header, datagram, peer, local) {
                     Some(slot) => slot,
                     None => return,
                 }
@@ -698,7 +741,7 @@ impl Edge {
         };
         let info = quiche::RecvInfo {
             from: peer,
-            to: self.local,
+            to: local,
         };
         if let Err(error) = connection.quic.recv(datagram, info) {
             if error != quiche::Error::Done {
@@ -715,8 +758,15 @@ impl Edge {
         }
     }
 
-    fn forward(&mut self, core: &mut Shard, owner: usize, peer: SocketAddr, datagram: &[u8]) {
-        encode_forwarded(&mut self.forward_buf, peer, datagram);
+    fn forward(
+        &mut self,
+        core: &mut Shard,
+        owner: usize,
+        peer: SocketAddr,
+        local: SocketAddr,
+        datagram: &[u8],
+    ) {
+        encode_forwarded(&mut self.forward_buf, peer, local, datagram);
         let header = Header {
             to: edge_agent_id(owner, self.shards),
             from: self.edge_id,
@@ -739,11 +789,13 @@ impl Edge {
         header: &quiche::Header<'_>,
         datagram: &[u8],
         peer: SocketAddr,
+        local: SocketAddr,
     ) -> Option<usize> {
         if !quiche::version_is_supported(header.version) {
+            let source = self.source(local);
             let out = self.tx.next_buf()?;
             if let Ok(len) = quiche::negotiate_version(&header.scid, &header.dcid, out) {
-                self.tx.commit(len, peer);
+                self.tx.commit_from(len, peer, source);
             }
             return None;
         }
@@ -762,7 +814,7 @@ impl Edge {
         let quic = match quiche::accept(
             &quiche::ConnectionId::from_ref(&scid),
             None,
-            self.local,
+            local,
             peer,
             &mut self.quic,
         ) {
@@ -885,7 +937,8 @@ impl Edge {
             };
             match connection.quic.send(out) {
                 Ok((len, info)) => {
-                    self.tx.commit(len, info.to);
+                    let source = self.destinations.then_some(info.from.ip());
+                    self.tx.commit_from(len, info.to, source);
                     work += 1;
                 }
                 Err(quiche::Error::Done) => break,
@@ -1198,11 +1251,11 @@ impl ShardIo for Edge {
         // Datagrams other shards forwarded to us.
         loop {
             let next = self.shared.borrow_mut().forwarded.pop_front();
-            let Some((mut datagram, peer)) = next else {
+            let Some((mut datagram, peer, local)) = next else {
                 break;
             };
             EdgeCounters::bump(&self.counters().datagrams_forwarded_in);
-            self.handle_datagram(core, &mut datagram, peer, true);
+            self.handle_datagram(core, &mut datagram, peer, local, true);
             work += 1;
         }
         // The socket.
@@ -1221,8 +1274,9 @@ impl ShardIo for Edge {
             // Taken out while its datagrams are handled (the default holds no memory).
             let mut rx = std::mem::take(&mut self.rx);
             for i in 0..got {
+                let local = self.local_for(rx.destination(i));
                 let (datagram, peer) = rx.get_mut(i);
-                self.handle_datagram(core, datagram, peer, false);
+                self.handle_datagram(core, datagram, peer, local, false);
             }
             self.rx = rx;
             work += got;
@@ -1298,17 +1352,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn forwarded_datagrams_round_trip_their_address() {
+    fn forwarded_datagrams_round_trip_their_addresses() {
         let mut buf = Vec::new();
+        let ours: SocketAddr = "10.0.0.2:4433".parse().expect("addr");
         for peer in ["127.0.0.1:4433", "[::1]:9", "[2001:db8::7]:65535"] {
             let peer: SocketAddr = peer.parse().expect("addr");
-            encode_forwarded(&mut buf, peer, b"quic");
-            let (decoded, datagram) = decode_forwarded(&buf).expect("decode");
-            assert_eq!(decoded, peer);
-            assert_eq!(datagram, b"quic");
+            for local in [ours, peer] {
+                encode_forwarded(&mut buf, peer, local, b"quic");
+                let (got_peer, got_local, datagram) = decode_forwarded(&buf).expect("decode");
+                assert_eq!((got_peer, got_local), (peer, local));
+                assert_eq!(datagram, b"quic");
+            }
         }
-        assert!(decode_forwarded(&[9; 30]).is_none());
+        assert!(decode_forwarded(&[9; 60]).is_none());
         assert!(decode_forwarded(&[4; 5]).is_none());
+        encode_forwarded(&mut buf, ours, ours, b"");
+        assert!(decode_forwarded(&buf[..FORWARD_HEADER_BYTES - 1]).is_none());
+        assert!(decode_forwarded(&buf).is_some());
     }
 
     /// A short-header packet for a connection id that shard `owner` issued.
@@ -1392,8 +1452,9 @@ mod tests {
             owner.poll_deliver(0, 16);
             let (from, payload) = taken.borrow_mut().pop().expect("forwarded");
             assert_eq!(from, edge_agent_id(0, 2));
-            let (peer, datagram) = decode_forwarded(&payload).expect("well formed");
+            let (peer, local, datagram) = decode_forwarded(&payload).expect("well formed");
             assert_eq!(peer, client.local_addr().expect("addr"));
+            assert_eq!(local, edge.local_addr());
             assert_eq!(datagram, packet.as_slice());
             // The buffer goes home, as the rings would carry it.
             owner.poll_transmit(0, |item| core.handle_ring_item(item));

@@ -8,7 +8,7 @@
 
 use std::io;
 use std::mem::{size_of, zeroed};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -96,12 +96,39 @@ pub fn set_dont_fragment(socket: &impl AsRawFd, ipv6: bool) -> io::Result<()> {
     }
 }
 
+/// Asks the kernel to report each received datagram's destination address
+/// (`IP_PKTINFO`, `IPV6_RECVPKTINFO`), for a socket bound to a wildcard address: a host
+/// with several addresses must answer from the one the peer wrote to, or the peer drops
+/// the answer (read them with a [`RecvBatch`] made [`RecvBatch::with_destinations`], and
+/// send with [`SendBatch::commit_from`]). Returns whether the kernel accepted.
+pub fn enable_destinations(socket: &UdpSocket, ipv6: bool) -> bool {
+    let set = |level: libc::c_int, option: libc::c_int| {
+        let value: libc::c_int = 1;
+        // SAFETY: a valid socket descriptor and a pointer to a live c_int of the stated size.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                level,
+                option,
+                (&raw const value).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            ) == 0
+        }
+    };
+    if ipv6 {
+        set(libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
+    } else {
+        set(libc::IPPROTO_IP, libc::IP_PKTINFO)
+    }
+}
+
 /// Largest UDP payload of one `sendmsg` carrying a GSO train, and of one GRO read.
 pub const TRAIN_BYTES_MAX: usize = 65_507;
 /// Segments in one GSO train (the kernel's `UDP_MAX_SEGMENTS` is 64 on older kernels).
 const TRAIN_SEGMENTS_MAX: usize = 64;
-/// Room for one `cmsghdr` carrying a `u16` (UDP_SEGMENT) or an `int` (UDP_GRO).
-const CONTROL_BYTES: usize = 32;
+/// Room for the control messages of one datagram: a `u16` (UDP_SEGMENT) or an `int`
+/// (UDP_GRO), plus an address (`in_pktinfo` or `in6_pktinfo`), each after its `cmsghdr`.
+const CONTROL_BYTES: usize = 128;
 
 /// Sets the UDP-level socket option `option` to `value`; whether the kernel accepted.
 fn set_udp_option(socket: &UdpSocket, option: libc::c_int, value: libc::c_int) -> bool {
@@ -167,6 +194,8 @@ struct Train {
     segment: usize,
     segments: usize,
     to: SocketAddr,
+    /// Source address to send from (a wildcard-bound socket), or the kernel's choice.
+    from: Option<IpAddr>,
     /// A shorter last datagram ended the train.
     closed: bool,
 }
@@ -238,8 +267,16 @@ impl SendBatch {
         Some(&mut self.arena[self.used..self.used + DATAGRAM_BYTES_MAX])
     }
 
-    /// Queues the `len` bytes written into [`SendBatch::next_buf`] for `to`.
+    /// Queues the `len` bytes written into [`SendBatch::next_buf`] for `to`, sent from
+    /// the address the kernel picks.
     pub fn commit(&mut self, len: usize, to: SocketAddr) {
+        self.commit_from(len, to, None);
+    }
+
+    /// [`SendBatch::commit`], sent from source address `from` if given (a socket bound
+    /// to a wildcard address answering on the address the peer wrote to; an IPv4 one
+    /// for an IPv4 socket, an IPv6 one, perhaps IPv4-mapped, for an IPv6 socket).
+    pub fn commit_from(&mut self, len: usize, to: SocketAddr, from: Option<IpAddr>) {
         let len = len.min(DATAGRAM_BYTES_MAX);
         let start = self.used;
         self.used += len;
@@ -248,6 +285,7 @@ impl SendBatch {
             if let Some(train) = self.trains.last_mut() {
                 if !train.closed
                     && train.to == to
+                    && train.from == from
                     && len <= train.segment
                     && train.segments < TRAIN_SEGMENTS_MAX
                     && train.len + len <= TRAIN_BYTES_MAX
@@ -265,6 +303,7 @@ impl SendBatch {
             segment: len,
             segments: 1,
             to,
+            from,
             closed: false,
         });
     }
@@ -297,24 +336,11 @@ impl SendBatch {
                 header.msg_hdr.msg_iovlen = 1;
                 header.msg_hdr.msg_flags = 0;
                 header.msg_len = 0;
-                if train.segments > 1 {
-                    let control = &mut self.msgs.controls[i];
+                let control = &mut self.msgs.controls[i];
+                let control_len = write_send_control(control, &train);
+                if control_len > 0 {
                     header.msg_hdr.msg_control = control.as_mut_ptr().cast();
-                    // SAFETY: CMSG_SPACE only computes a size.
-                    header.msg_hdr.msg_controllen =
-                        unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
-                    // SAFETY: the control buffer is CONTROL_BYTES long, 8-aligned and
-                    // larger than CMSG_SPACE(2), so the first header and its data fit.
-                    unsafe {
-                        let cmsg = libc::CMSG_FIRSTHDR(&header.msg_hdr);
-                        (*cmsg).cmsg_level = libc::SOL_UDP;
-                        (*cmsg).cmsg_type = libc::UDP_SEGMENT;
-                        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
-                        std::ptr::write_unaligned(
-                            libc::CMSG_DATA(cmsg).cast::<u16>(),
-                            train.segment as u16,
-                        );
-                    }
+                    header.msg_hdr.msg_controllen = control_len;
                 } else {
                     header.msg_hdr.msg_control = std::ptr::null_mut();
                     header.msg_hdr.msg_controllen = 0;
@@ -382,6 +408,90 @@ impl SendBatch {
     }
 }
 
+/// Writes the control messages `train` needs into `control` (the segment size of a GSO
+/// train, the source address) and returns their length (0: none).
+fn write_send_control(control: &mut [u64; CONTROL_BYTES / 8], train: &Train) -> usize {
+    let mut used = 0;
+    if train.segments > 1 {
+        push_cmsg(
+            control,
+            &mut used,
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            train.segment as u16,
+        );
+    }
+    match (train.from, train.to) {
+        (Some(IpAddr::V4(from)), SocketAddr::V4(_)) => {
+            let info = libc::in_pktinfo {
+                ipi_ifindex: 0,
+                ipi_spec_dst: libc::in_addr {
+                    s_addr: u32::from(from).to_be(),
+                },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            };
+            push_cmsg(control, &mut used, libc::IPPROTO_IP, libc::IP_PKTINFO, info);
+        }
+        (Some(from), SocketAddr::V6(_)) => {
+            let from = match from {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                IpAddr::V6(v6) => v6,
+            };
+            let info = libc::in6_pktinfo {
+                ipi6_addr: libc::in6_addr {
+                    s6_addr: from.octets(),
+                },
+                ipi6_ifindex: 0,
+            };
+            push_cmsg(
+                control,
+                &mut used,
+                libc::IPPROTO_IPV6,
+                libc::IPV6_PKTINFO,
+                info,
+            );
+        }
+        // No source, or an IPv6 source for an IPv4 socket: the kernel's choice.
+        _ => {}
+    }
+    used
+}
+
+/// Appends one control message carrying `value` at byte `*used` of `control`.
+fn push_cmsg<T: Copy>(
+    control: &mut [u64; CONTROL_BYTES / 8],
+    used: &mut usize,
+    level: libc::c_int,
+    kind: libc::c_int,
+    value: T,
+) {
+    // SAFETY: CMSG_SPACE/CMSG_LEN only compute sizes.
+    let (space, len) = unsafe {
+        (
+            libc::CMSG_SPACE(size_of::<T>() as u32) as usize,
+            libc::CMSG_LEN(size_of::<T>() as u32) as usize,
+        )
+    };
+    assert!(*used + space <= CONTROL_BYTES, "control messages fit");
+    // SAFETY: `*used` is a multiple of CMSG_SPACE's alignment (8) from the start of an
+    // 8-aligned buffer, and the header and its data end within it (asserted above).
+    // The data may be unaligned for `T`, so it is written unaligned.
+    unsafe {
+        let cmsg = control
+            .as_mut_ptr()
+            .cast::<u8>()
+            .add(*used)
+            .cast::<libc::cmsghdr>();
+        cmsg.write(libc::cmsghdr {
+            cmsg_len: len,
+            cmsg_level: level,
+            cmsg_type: kind,
+        });
+        libc::CMSG_DATA(cmsg).cast::<T>().write_unaligned(value);
+    }
+    *used += space;
+}
+
 impl SendBatch {
     /// Sends `train`'s datagrams one `send_to` each (no segmentation); returns how many
     /// the kernel took. Those it refuses (too large, or its buffer is full) are dropped.
@@ -402,9 +512,13 @@ pub struct RecvBatch {
     slot_bytes: usize,
     /// (start, len, from) of each datagram received.
     datagrams: Vec<(usize, usize, SocketAddr)>,
+    /// The address each datagram was sent to, if [`RecvBatch::with_destinations`].
+    destinations: Vec<Option<IpAddr>>,
     /// Slots the last call filled.
     slots_filled: usize,
     gro: bool,
+    /// Whether the socket reports destination addresses ([`enable_destinations`]).
+    want_destinations: bool,
     msgs: MsgHeaders,
 }
 
@@ -425,8 +539,10 @@ impl Default for RecvBatch {
             arena: Vec::new(),
             slot_bytes: 0,
             datagrams: Vec::new(),
+            destinations: Vec::new(),
             slots_filled: 0,
             gro: false,
+            want_destinations: false,
             msgs: MsgHeaders::default(),
         }
     }
@@ -447,10 +563,26 @@ impl RecvBatch {
             arena: vec![0; n * slot_bytes],
             slot_bytes,
             datagrams: Vec::with_capacity(n),
+            destinations: Vec::new(),
             slots_filled: 0,
             gro,
+            want_destinations: false,
             msgs: MsgHeaders::new(n),
         }
+    }
+
+    /// Also records each datagram's destination address ([`RecvBatch::destination`]);
+    /// for a socket on which [`enable_destinations`] succeeded.
+    pub fn with_destinations(mut self) -> RecvBatch {
+        self.want_destinations = true;
+        self.destinations = Vec::with_capacity(self.datagrams.capacity());
+        self
+    }
+
+    /// The address datagram `i` of the last call was sent to, if the batch records them
+    /// and the kernel said.
+    pub fn destination(&self, i: usize) -> Option<IpAddr> {
+        self.destinations.get(i).copied().flatten()
     }
 
     /// Datagrams held from the last [`RecvBatch::recv`].
@@ -478,6 +610,7 @@ impl RecvBatch {
     pub fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
         let n = self.msgs.headers.len();
         self.datagrams.clear();
+        self.destinations.clear();
         self.slots_filled = 0;
         for i in 0..n {
             self.msgs.iovecs[i] = libc::iovec {
@@ -490,7 +623,7 @@ impl RecvBatch {
             header.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             header.msg_hdr.msg_iov = &raw mut self.msgs.iovecs[i];
             header.msg_hdr.msg_iovlen = 1;
-            if self.gro {
+            if self.gro || self.want_destinations {
                 header.msg_hdr.msg_control = self.msgs.controls[i].as_mut_ptr().cast();
                 header.msg_hdr.msg_controllen = CONTROL_BYTES;
             } else {
@@ -525,8 +658,9 @@ impl RecvBatch {
             let len = self.msgs.headers[i].msg_len as usize;
             let from = from_storage(&self.msgs.names[i])
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            let control = read_control(&self.msgs.headers[i].msg_hdr);
             let segment = if self.gro {
-                gro_segment(&self.msgs.headers[i].msg_hdr).unwrap_or(len)
+                control.gro_segment.unwrap_or(len)
             } else {
                 len
             };
@@ -535,6 +669,9 @@ impl RecvBatch {
             while offset < len {
                 let take = segment.max(1).min(len - offset);
                 self.datagrams.push((base + offset, take, from));
+                if self.want_destinations {
+                    self.destinations.push(control.destination);
+                }
                 offset += take;
             }
         }
@@ -542,24 +679,47 @@ impl RecvBatch {
     }
 }
 
-/// The segment size a GRO read reports in its control message, if any.
-fn gro_segment(msg: &libc::msghdr) -> Option<usize> {
-    if msg.msg_controllen == 0 {
-        return None;
+/// What a read's control messages said.
+#[derive(Default)]
+struct Control {
+    /// The segment size of a GRO read.
+    gro_segment: Option<usize>,
+    /// The address the datagram was sent to (`IP_PKTINFO`, `IPV6_PKTINFO`).
+    destination: Option<IpAddr>,
+}
+
+fn read_control(msg: &libc::msghdr) -> Control {
+    let mut control = Control::default();
+    if msg.msg_controllen == 0 || msg.msg_control.is_null() {
+        return control;
     }
     // SAFETY: the kernel wrote `msg_controllen` bytes of control messages into the
-    // buffer `msg_control` points at; CMSG_FIRSTHDR/NXTHDR stay within them.
+    // buffer `msg_control` points at; CMSG_FIRSTHDR/NXTHDR stay within them, and each
+    // message's data is read unaligned, only when its type says what it holds.
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(msg);
         while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == libc::UDP_GRO {
-                let size = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
-                return usize::try_from(size).ok().filter(|&s| s > 0);
+            let data = libc::CMSG_DATA(cmsg);
+            match ((*cmsg).cmsg_level, (*cmsg).cmsg_type) {
+                (libc::SOL_UDP, libc::UDP_GRO) => {
+                    let size = data.cast::<libc::c_int>().read_unaligned();
+                    control.gro_segment = usize::try_from(size).ok().filter(|&s| s > 0);
+                }
+                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                    let info = data.cast::<libc::in_pktinfo>().read_unaligned();
+                    let ip = Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr));
+                    control.destination = Some(IpAddr::V4(ip));
+                }
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                    let info = data.cast::<libc::in6_pktinfo>().read_unaligned();
+                    control.destination = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+                }
+                _ => {}
             }
             cmsg = libc::CMSG_NXTHDR(msg, cmsg);
         }
     }
-    None
+    control
 }
 
 fn from_storage(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
@@ -761,6 +921,47 @@ mod tests {
                 assert_eq!(order, [0, 2, 3], "gso {gso}");
             }
         });
+    }
+
+    /// A socket on a wildcard address learns where each datagram was sent and answers
+    /// from that address (with and without a GSO train); without a source the kernel
+    /// picks its own, which the peer would not recognise.
+    #[test]
+    fn a_wildcard_socket_answers_from_the_address_it_was_reached_at() {
+        let server = bind_client(SocketAddr::from(([0, 0, 0, 0], 0))).expect("bind");
+        assert!(enable_destinations(&server, false));
+        let port = server.local_addr().expect("addr").port();
+        let reached = SocketAddr::from(([127, 0, 0, 2], port));
+        let peer = bind_client(local()).expect("bind");
+        peer.send_to(b"hello", reached).expect("send");
+        let mut inb = RecvBatch::new(4, enable_gro(&server)).with_destinations();
+        let got = receive_all(&mut inb, &server, 1);
+        assert_eq!(got.len(), 1);
+        let destination = inb.destination(0);
+        assert_eq!(destination, Some(reached.ip()));
+        let to = got[0].1;
+        for (sizes, gso) in [(&[5usize][..], false), (&[1200, 1200, 7][..], true)] {
+            let gso = gso && gso_supported(&server);
+            let mut out = SendBatch::new(8, gso);
+            for &size in sizes {
+                let buf = out.next_buf().expect("room");
+                buf[..size].fill(1);
+                out.commit_from(size, to, destination);
+            }
+            assert_eq!(out.send(&server).expect("send"), sizes.len());
+            let back = receive_all(&mut RecvBatch::new(8, false), &peer, sizes.len());
+            assert_eq!(back.len(), sizes.len());
+            assert!(back.iter().all(|(_, from)| *from == reached), "{back:?}");
+        }
+        let mut out = SendBatch::new(1, false);
+        out.next_buf().expect("room")[0] = 1;
+        out.commit(1, to);
+        out.send(&server).expect("send");
+        let back = receive_all(&mut RecvBatch::new(1, false), &peer, 1);
+        assert_ne!(
+            back[0].1, reached,
+            "the kernel's own choice is another address"
+        );
     }
 
     #[test]

@@ -269,15 +269,15 @@ fn a_client_cannot_inject_forwarded_datagrams() {
         let client = Client::connect(node.addr, pinned(&node))
             .await
             .expect("connect");
-        // A well-formed forward: family 4, the IPv4-mapped address, port, then the
-        // datagram (a short-header packet for a made-up connection).
-        let mut payload = vec![4u8];
-        payload.extend_from_slice(
-            &std::net::Ipv4Addr::new(10, 9, 8, 7)
-                .to_ipv6_mapped()
-                .octets(),
-        );
-        payload.extend_from_slice(&4433u16.to_be_bytes());
+        // A well-formed forward: the peer's address and the node's, each as family 4,
+        // the IPv4-mapped address and the port; then the datagram (a short-header packet
+        // for a made-up connection).
+        let mut payload = Vec::new();
+        for (ip, port) in [([10, 9, 8, 7], 4433u16), ([127, 0, 0, 1], node.addr.port())] {
+            payload.push(4u8);
+            payload.extend_from_slice(&std::net::Ipv4Addr::from(ip).to_ipv6_mapped().octets());
+            payload.extend_from_slice(&port.to_be_bytes());
+        }
         payload.extend_from_slice(&[0x40; 64]);
         for shard in 0..2 {
             let edge = edge_agent_id(shard, 2);
@@ -302,6 +302,55 @@ fn a_client_cannot_inject_forwarded_datagrams() {
             .expect("reply");
         assert_eq!(reply.payload, b"still here");
     });
+}
+
+/// A node on the wildcard address answers a client from the address the client wrote
+/// to, not from the one the kernel would pick (127.0.0.1 here): a client reaching the
+/// host on a second address, a virtual IP, or the far side of asymmetric routes
+/// otherwise drops every packet of the handshake. The client's port changes midway, so
+/// the forwarded packets carry that address too.
+#[test]
+fn a_node_on_the_wildcard_address_answers_from_the_address_it_was_reached_at() {
+    let _serial = serial();
+    const TRIES: usize = 32;
+    let node = start("wildcard", 2, |edge, _| {
+        edge.listen = SocketAddr::from(([0, 0, 0, 0], edge.listen.port()));
+        edge.client_address_changes_max = TRIES + 2;
+    });
+    let reached = SocketAddr::from(([127, 0, 0, 2], node.addr.port()));
+    rt().block_on(async {
+        let client = tokio::time::timeout(
+            Duration::from_secs(5),
+            Client::connect(reached, pinned(&node)),
+        )
+        .await
+        .expect("handshake in time")
+        .expect("connect");
+        for echo in echo_ids(2) {
+            let reply = client
+                .request(echo, Performative::Request, b"from .2")
+                .await
+                .expect("reply");
+            assert_eq!(reply.payload, b"from .2");
+        }
+    });
+    // A sans-IO client whose port changes until its packets land on the other shard.
+    let mut driver = Driver::connect_to(reached, &pinned(&node));
+    assert!(driver.connection.is_established());
+    let echo = echo_ids(2)[0];
+    for round in 0..TRIES as u64 {
+        driver.rebind();
+        driver
+            .connection
+            .queue_frame(&request(echo, round), b"moved")
+            .expect("queue");
+        let frames = driver.frames(1);
+        assert_eq!(frames[0].payload(), b"moved");
+        if node.counter(|c| c.datagrams_forwarded_in.load(Ordering::Relaxed)) > 0 {
+            return;
+        }
+    }
+    panic!("no port change landed on the other shard in {TRIES} tries");
 }
 
 /// Moves the calling thread into a network namespace of its own whose loopback has an
@@ -376,12 +425,16 @@ struct Driver {
 
 impl Driver {
     fn connect(node: &TestNode, config: &ClientConfig) -> Driver {
+        Driver::connect_to(node.addr, config)
+    }
+
+    fn connect_to(addr: SocketAddr, config: &ClientConfig) -> Driver {
         let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
         socket
             .set_read_timeout(Some(Duration::from_millis(2)))
             .expect("timeout");
         let local = socket.local_addr().expect("addr");
-        let connection = ClientConnection::connect(config, local, node.addr).expect("connect");
+        let connection = ClientConnection::connect(config, local, addr).expect("connect");
         let mut driver = Driver {
             socket,
             connection,
