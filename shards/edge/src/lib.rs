@@ -19,3 +19,8 @@ pub mod tls;
 
 pub use protocol::{ErrorCode, ALPN_V1};
 pub use tls::{Fingerprint, TlsError};
+
+/// Helpers the unit tests share with the end-to-end tests.
+#[cfg(test)]
+#[path = "../tests/common/mod.rs"]
+mod test_common;

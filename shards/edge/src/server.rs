@@ -1398,10 +1398,15 @@ mod tests {
         }
     }
 
-    /// Polls `edge` until `done` holds (the datagram crossed loopback) or 2 s pass.
-    fn poll_until(edge: &mut Edge, core: &mut Shard, done: impl Fn(&Edge) -> bool) {
+    /// Sends `packet` to `edge` from `client` and polls the edge until it has read it
+    /// (the datagram crossed loopback) or 2 s pass.
+    fn receive(edge: &mut Edge, core: &mut Shard, client: &UdpSocket, packet: &[u8]) {
+        let before = edge.counters().datagrams_in.load(Ordering::Relaxed);
+        client.send_to(packet, edge.local_addr()).expect("send");
         let deadline = Instant::now() + Duration::from_secs(2);
-        while !done(edge) && Instant::now() < deadline {
+        while edge.counters().datagrams_in.load(Ordering::Relaxed) == before
+            && Instant::now() < deadline
+        {
             edge.poll(core, 0);
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -1429,10 +1434,7 @@ mod tests {
             let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
 
             let packet = misrouted_packet(1);
-            client.send_to(&packet, edge.local_addr()).expect("send");
-            poll_until(&mut edge, &mut core, |edge| {
-                read(&edge.counters().datagrams_in) == 1
-            });
+            receive(&mut edge, &mut core, &client, &packet);
             assert_eq!(read(&metrics[0].datagrams_forwarded_out), 1);
             // Shard 1, with a stand-in for its edge agent that keeps what it is given.
             let mut owner = Shard::new(dataplane_shard::ShardConfig::new(1, 2));
@@ -1460,22 +1462,13 @@ mod tests {
             owner.poll_transmit(0, |item| core.handle_ring_item(item));
 
             // An owner past the node's shards is nobody's: counted, never forwarded.
-            client
-                .send_to(&misrouted_packet(7), edge.local_addr())
-                .expect("send");
-            poll_until(&mut edge, &mut core, |edge| {
-                read(&edge.counters().datagrams_in) == 2
-            });
+            receive(&mut edge, &mut core, &client, &misrouted_packet(7));
             assert_eq!(read(&metrics[0].datagrams_unknown_connection), 1);
             assert_eq!(read(&metrics[0].datagrams_forwarded_out), 1);
 
             edge.shutdown(&mut core, 0);
-            client
-                .send_to(&misrouted_packet(1), edge.local_addr())
-                .expect("send");
-            poll_until(&mut edge, &mut core, |edge| {
-                read(&edge.counters().datagrams_in) == 3
-            });
+            receive(&mut edge, &mut core, &client, &misrouted_packet(1));
+            assert_eq!(read(&metrics[0].datagrams_in), 3);
             assert_eq!(read(&metrics[0].datagrams_forwarded_out), 1);
             assert_eq!(read(&metrics[0].datagrams_forward_dropped), 1);
             let mut sent = 0;

@@ -57,42 +57,23 @@ fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
 /// there. `PROBE` rather than `DO`: the kernel's cached path MTU, which anyone on the
 /// path can lower with a forged ICMP message, does not limit the sizes QUIC probes.
 pub fn set_dont_fragment(socket: &impl AsRawFd, ipv6: bool) -> io::Result<()> {
-    let set = |level: libc::c_int, option: libc::c_int, value: libc::c_int| {
-        // SAFETY: a valid socket descriptor and a pointer to a live c_int of the stated size.
-        let result = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                level,
-                option,
-                (&raw const value).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if result == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    };
+    let ipv4 = (
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_PROBE,
+    );
     if ipv6 {
-        set(
+        let (level, option, value) = (
             libc::IPPROTO_IPV6,
             libc::IPV6_MTU_DISCOVER,
             libc::IPV6_PMTUDISC_PROBE,
-        )?;
-        // A v6-only socket refuses the IPv4 option; it carries no IPv4 anyway.
-        let _ = set(
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            libc::IP_PMTUDISC_PROBE,
         );
+        set_option(socket, level, option, value)?;
+        // A v6-only socket refuses the IPv4 option; it carries no IPv4 anyway.
+        let _ = set_option(socket, ipv4.0, ipv4.1, ipv4.2);
         Ok(())
     } else {
-        set(
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            libc::IP_PMTUDISC_PROBE,
-        )
+        set_option(socket, ipv4.0, ipv4.1, ipv4.2)
     }
 }
 
@@ -102,24 +83,12 @@ pub fn set_dont_fragment(socket: &impl AsRawFd, ipv6: bool) -> io::Result<()> {
 /// the answer (read them with a [`RecvBatch`] made [`RecvBatch::with_destinations`], and
 /// send with [`SendBatch::commit_from`]). Returns whether the kernel accepted.
 pub fn enable_destinations(socket: &UdpSocket, ipv6: bool) -> bool {
-    let set = |level: libc::c_int, option: libc::c_int| {
-        let value: libc::c_int = 1;
-        // SAFETY: a valid socket descriptor and a pointer to a live c_int of the stated size.
-        unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                level,
-                option,
-                (&raw const value).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            ) == 0
-        }
-    };
-    if ipv6 {
-        set(libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
+    let (level, option) = if ipv6 {
+        (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
     } else {
-        set(libc::IPPROTO_IP, libc::IP_PKTINFO)
-    }
+        (libc::IPPROTO_IP, libc::IP_PKTINFO)
+    };
+    set_option(socket, level, option, 1).is_ok()
 }
 
 /// Largest UDP payload of one `sendmsg` carrying a GSO train, and of one GRO read.
@@ -130,33 +99,42 @@ const TRAIN_SEGMENTS_MAX: usize = 64;
 /// (UDP_GRO), plus an address (`in_pktinfo` or `in6_pktinfo`), each after its `cmsghdr`.
 const CONTROL_BYTES: usize = 128;
 
-/// Sets the UDP-level socket option `option` to `value`; whether the kernel accepted.
-fn set_udp_option(socket: &UdpSocket, option: libc::c_int, value: libc::c_int) -> bool {
+/// Sets the integer socket option `option` at `level` to `value`.
+fn set_option(
+    socket: &impl AsRawFd,
+    level: libc::c_int,
+    option: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: a valid socket descriptor and a pointer to a live c_int of the stated size.
     let result = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
-            libc::SOL_UDP,
+            level,
             option,
             (&raw const value).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    result == 0
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Turns on generic receive offload: the kernel may hand several datagrams of one
 /// sender as one buffer (read them with a [`RecvBatch`] made with `gro: true`).
 /// Returns whether the kernel accepted.
 pub fn enable_gro(socket: &UdpSocket) -> bool {
-    set_udp_option(socket, libc::UDP_GRO, 1)
+    set_option(socket, libc::SOL_UDP, libc::UDP_GRO, 1).is_ok()
 }
 
 /// Whether the kernel supports generic segmentation offload on this socket (probed by
 /// setting, then clearing, a segment size).
 pub fn gso_supported(socket: &UdpSocket) -> bool {
-    let supported = set_udp_option(socket, libc::UDP_SEGMENT, 1200);
-    let _ = set_udp_option(socket, libc::UDP_SEGMENT, 0);
+    let supported = set_option(socket, libc::SOL_UDP, libc::UDP_SEGMENT, 1200).is_ok();
+    let _ = set_option(socket, libc::SOL_UDP, libc::UDP_SEGMENT, 0);
     supported
 }
 
@@ -882,29 +860,13 @@ mod tests {
         assert_eq!(lens, &sizes[..3]);
     }
 
-    /// In a network namespace of its own whose loopback has a 1,500-byte MTU (needs
-    /// root, as the suite does), runs `f`.
-    fn with_ethernet_mtu(f: impl FnOnce() + Send + 'static) {
-        std::thread::spawn(move || {
-            // SAFETY: unshare(2) with a constant flag; it changes only this thread.
-            let result = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-            assert_eq!(result, 0, "unshare: {}", io::Error::last_os_error());
-            let status = std::process::Command::new("ip")
-                .args(["link", "set", "lo", "mtu", "1500", "up"])
-                .status()
-                .expect("ip(8)");
-            assert!(status.success());
-            f();
-        })
-        .join()
-        .expect("test thread");
-    }
+    use crate::test_common as common;
 
     /// A datagram the link cannot carry unfragmented (a path MTU probe) is dropped alone:
     /// the datagram queued behind it in its GSO train and the trains after it still go.
     #[test]
     fn a_datagram_over_the_link_mtu_is_dropped_alone() {
-        with_ethernet_mtu(|| {
+        common::in_own_network_with_mtu(1500, || {
             let sender = bind_client(local()).expect("bind");
             let sink = bind_client(local()).expect("bind");
             let to = sink.local_addr().expect("addr");

@@ -15,6 +15,8 @@ use dataplane_frame::{AgentId, Flags, Header, Performative, Priority};
 use dataplane_runtime::{IdlePolicy, Node, RuntimeConfig};
 use dataplane_shard::{id_on_shard, Agent, AgentError, Context, Message};
 
+mod common;
+
 /// Nodes pin shards to cores 0 and 1: one test at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -353,33 +355,13 @@ fn a_node_on_the_wildcard_address_answers_from_the_address_it_was_reached_at() {
     panic!("no port change landed on the other shard in {TRIES} tries");
 }
 
-/// Moves the calling thread into a network namespace of its own whose loopback has an
-/// Ethernet-sized MTU; threads and processes it starts inherit it. Needs root (as the
-/// test suite does for memlock).
-fn own_network_with_mtu(mtu: u32) {
-    // SAFETY: unshare(2) with a constant flag; it changes only this thread's namespaces.
-    let result = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    assert_eq!(
-        result,
-        0,
-        "unshare(CLONE_NEWNET) needs root: {}",
-        std::io::Error::last_os_error()
-    );
-    let status = std::process::Command::new("ip")
-        .args(["link", "set", "lo", "mtu", &mtu.to_string(), "up"])
-        .status()
-        .expect("ip(8) from iproute2");
-    assert!(status.success(), "ip link set lo mtu {mtu} up: {status}");
-}
-
 /// Full-size packets over a path with a 1,500-byte MTU, as on ordinary Ethernet: the
 /// edge must neither send datagrams the path cannot carry (a GSO train of them fails as
 /// a whole) nor rely on IP fragmentation. Loopback's 64 KiB MTU hides both.
 #[test]
 fn a_flood_gets_through_a_path_with_an_ethernet_mtu() {
     let _serial = serial();
-    std::thread::spawn(|| {
-        own_network_with_mtu(1500);
+    common::in_own_network_with_mtu(1500, || {
         let node = start("mtu", 1, |_, _| {});
         let echo = echo_ids(1)[0];
         rt().block_on(async {
@@ -411,9 +393,7 @@ fn a_flood_gets_through_a_path_with_an_ethernet_mtu() {
                 .await
                 .expect("every reply within 20 s");
         });
-    })
-    .join()
-    .expect("the flood test thread");
+    });
 }
 
 /// Drives a sans-IO client over a std socket until `done` or the deadline.
