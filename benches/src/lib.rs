@@ -19,6 +19,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod quiche_bare;
 pub mod quinn_remote;
 pub mod targets;
 pub mod tokio_mpsc;

@@ -20,6 +20,7 @@ use dataplane::bench::report::{
     format_table, median_of, SYSTEM_DATAPLANE, SYSTEM_HARDWARE, SYSTEM_TOKIO_MPSC,
 };
 use dataplane::bench::{hardware, native, BenchResult, Suite, SuiteOptions};
+use dataplane_benches::quiche_bare::{self, SYSTEM_QUICHE_BARE};
 use dataplane_benches::{quinn_remote, targets, tokio_mpsc};
 
 /// The QUIC peer baseline of the `remote` suite.
@@ -135,6 +136,9 @@ fn main() -> anyhow::Result<()> {
     for check in targets::check_targets(cli.suite, &medians) {
         report.push_str(&format!("{check}\n"));
     }
+    if cli.suite == Suite::Remote {
+        report.push_str(&ceiling_note(&medians));
+    }
     if cli.json {
         eprint!("{report}");
     } else {
@@ -144,11 +148,39 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How the `remote` throughputs compare with bare quiche's ceiling (no target: context for
+/// the 2x-quinn one, which no quiche-based pair can meet where the ceiling is below it).
+fn ceiling_note(medians: &[BenchResult]) -> String {
+    let throughput = |system: &str| {
+        medians
+            .iter()
+            .find(|r| r.system == system)
+            .map(|r| r.throughput_msgs_per_s)
+    };
+    let (Some(bare), Some(quinn), Some(dataplane)) = (
+        throughput(SYSTEM_QUICHE_BARE),
+        throughput(SYSTEM_QUINN),
+        throughput(SYSTEM_DATAPLANE),
+    ) else {
+        return String::new();
+    };
+    if bare <= 0.0 || quinn <= 0.0 {
+        return String::new();
+    }
+    format!(
+        "ceiling: quiche-bare (no frame handling at either end) is {:.2}x quinn throughput; \
+         dataplane reaches {:.0}% of it\n",
+        bare / quinn,
+        100.0 * dataplane / bare
+    )
+}
+
 /// The systems that run for `suite`: only the hardware row for the hardware suite.
 fn systems_for(suite: Suite) -> &'static [&'static str] {
     match suite {
         Suite::Hardware => &SYSTEMS[..1],
-        Suite::Remote => &[SYSTEM_DATAPLANE, SYSTEM_QUINN],
+        // quiche-bare is the ceiling, not a peer: quiche at both ends with no frame handling.
+        Suite::Remote => &[SYSTEM_DATAPLANE, SYSTEM_QUINN, SYSTEM_QUICHE_BARE],
         _ => &SYSTEMS,
     }
 }
@@ -157,12 +189,7 @@ fn systems_for(suite: Suite) -> &'static [&'static str] {
 /// workload (`--rate`, or closed loop), throughput from a second run at a rate no system
 /// here sustains (10 M/s open loop), i.e. its saturated reply rate.
 fn run_quinn(opts: &SuiteOptions) -> anyhow::Result<BenchResult> {
-    let cpus = dataplane::bench::pick_cpus(opts, 2);
-    let (server_cpu, client_cpu) = match cpus.as_slice() {
-        [server, client, ..] => (*server, *client),
-        [only] => (*only, *only),
-        [] => bail!("no CPU to run on"),
-    };
+    let (server_cpu, client_cpu) = two_cpus(opts)?;
     let connections = opts.remote.as_ref().map_or(1, |remote| remote.connections);
     let base = quinn_remote::RemoteOptions {
         server_addr: None,
@@ -185,6 +212,16 @@ fn run_quinn(opts: &SuiteOptions) -> anyhow::Result<BenchResult> {
     Ok(result)
 }
 
+/// The server's and the client's CPU for the `remote` suite (one CPU: both on it).
+fn two_cpus(opts: &SuiteOptions) -> anyhow::Result<(usize, usize)> {
+    let cpus = dataplane::bench::pick_cpus(opts, 2);
+    match cpus.as_slice() {
+        [server, client, ..] => Ok((*server, *client)),
+        [only] => Ok((*only, *only)),
+        [] => bail!("no CPU to run on"),
+    }
+}
+
 fn run_system(system: &str, suite: Suite, opts: &SuiteOptions) -> anyhow::Result<BenchResult> {
     match system {
         SYSTEM_HARDWARE => {
@@ -200,6 +237,10 @@ fn run_system(system: &str, suite: Suite, opts: &SuiteOptions) -> anyhow::Result
             dataplane::bench::remote::run(opts, remote)
         }
         SYSTEM_QUINN => run_quinn(opts),
+        SYSTEM_QUICHE_BARE => {
+            let (server_cpu, client_cpu) = two_cpus(opts)?;
+            quiche_bare::run(server_cpu, client_cpu, opts.payload_bytes, opts.seconds)
+        }
         SYSTEM_DATAPLANE => native::run(suite, opts),
         SYSTEM_TOKIO_MPSC => tokio_mpsc::run(suite, opts),
         other => bail!("unknown system {other}"),
