@@ -496,3 +496,35 @@ impl BareClient {
         transmit(&mut self.conn, &mut self.tx, &self.socket);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both workloads against the bare server; no timing assertions (the machine is
+    /// shared).
+    #[test]
+    fn the_bare_pair_reports_replies_and_round_trips() {
+        let result = run(0, 1, 32, 0.3).expect("the bare pair runs");
+        assert_eq!(
+            (result.suite.as_str(), result.system.as_str()),
+            ("remote", SYSTEM_QUICHE_BARE)
+        );
+        assert!(
+            result.messages > 0 && result.throughput_msgs_per_s > 0.0,
+            "{result:?}"
+        );
+        assert!(result.latency_ns.p50 > 0, "{result:?}");
+    }
+
+    /// The bare client's requests are real frames: the node's echo agent answers each
+    /// with a reply of the same length, so reply bytes count replies.
+    #[test]
+    fn the_bare_client_is_answered_by_a_real_node() {
+        let node = dataplane::bench::remote::start_server(0).expect("node starts");
+        let (latency, messages, seconds) =
+            run_client(1, node.addr, 32, 0.3).expect("the bare client runs against the node");
+        assert!(messages > 0 && seconds > 0.0);
+        assert!(latency.latency_ns().p50 > 0);
+    }
+}

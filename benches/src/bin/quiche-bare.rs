@@ -111,10 +111,9 @@ fn main() -> anyhow::Result<()> {
         );
         let line = result.to_json_line();
         let server = format!("{:?}", args.server).to_lowercase();
-        println!(
-            "{},\"server\":\"{server}\",\"client\":\"bare\"}}",
-            line.trim_end_matches('}')
-        );
+        // The suite's line with two fields added after `latency_ns`, before its last brace.
+        let fields = line.strip_suffix('}').unwrap_or(&line);
+        println!("{fields},\"server\":\"{server}\",\"client\":\"bare\"}}");
         rates.push(result.throughput_msgs_per_s);
     }
     rates.sort_by(f64::total_cmp);
