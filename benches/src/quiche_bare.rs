@@ -119,35 +119,53 @@ pub fn run(
     let server = BareServer::start(server_cpu, 0, serve_for)?;
     let outcome = run_client(client_cpu, server.addr, payload_bytes, seconds);
     server.join()?;
-    let (latency, messages, elapsed) = outcome?;
+    let run = outcome?;
     Ok(BenchResult::new(
         "remote",
         SYSTEM_QUICHE_BARE,
         1,
-        messages,
-        elapsed,
-        latency.latency_ns(),
+        run.replies,
+        run.seconds,
+        run.latency.latency_ns(),
     ))
 }
 
+/// What the bare client measured.
+#[derive(Debug)]
+pub struct ClientRun {
+    /// Closed-loop round trips.
+    pub latency: Recorder,
+    /// Replies counted in the flood.
+    pub replies: u64,
+    /// Seconds of the flood counted.
+    pub seconds: f64,
+    /// QUIC packets the client received while the flood was counted: replies per packet
+    /// tell how full the server fills its packets.
+    pub packets_in: usize,
+}
+
 /// The bare client against `addr` (a bare server or a dataplane node serving `echo`), on
-/// its own thread pinned to `cpu`: returns (closed-loop latency, replies in the flood,
-/// seconds of the flood counted).
+/// its own thread pinned to `cpu`: a closed loop, then the flood, `seconds` each.
 pub fn run_client(
     cpu: usize,
     addr: SocketAddr,
     payload_bytes: usize,
     seconds: f64,
-) -> anyhow::Result<(Recorder, u64, f64)> {
+) -> anyhow::Result<ClientRun> {
     std::thread::Builder::new()
         .name("quiche-bare-client".to_owned())
         .spawn(move || {
             pin(cpu);
             let mut client = BareClient::connect(addr, payload_bytes)?;
             let latency = client.closed_loop(seconds)?;
-            let (messages, elapsed) = client.flood(seconds)?;
+            let (replies, seconds, packets_in) = client.flood(seconds)?;
             client.close();
-            Ok((latency, messages, elapsed))
+            Ok(ClientRun {
+                latency,
+                replies,
+                seconds,
+                packets_in,
+            })
         })
         .context("starting the bare client")?
         .join()
@@ -464,12 +482,13 @@ impl BareClient {
         }
     }
 
-    /// A window of requests in flight for `seconds`: (replies counted, seconds counted).
-    fn flood(&mut self, seconds: f64) -> anyhow::Result<(u64, f64)> {
+    /// A window of requests in flight for `seconds`: (replies counted, seconds counted,
+    /// packets received while counting).
+    fn flood(&mut self, seconds: f64) -> anyhow::Result<(u64, f64, usize)> {
         let start = Instant::now();
         let measure_from = start + Duration::from_secs_f64(seconds / 10.0).min(WARMUP_MAX);
         let end = start + Duration::from_secs_f64(seconds);
-        let mut counted_from: Option<(Instant, u64)> = None;
+        let mut counted_from: Option<(Instant, u64, usize)> = None;
         let mut polls = 0u64;
         loop {
             self.poll_with(WINDOW_REQUESTS);
@@ -481,12 +500,13 @@ impl BareClient {
             self.timers(now);
             self.check_open()?;
             if counted_from.is_none() && now >= measure_from {
-                counted_from = Some((now, self.received));
+                counted_from = Some((now, self.received, self.conn.stats().recv));
             }
             if now >= end {
-                let (since, base) = counted_from.unwrap_or((start, 0));
+                let (since, base, packets_base) = counted_from.unwrap_or((start, 0, 0));
                 let replies = (self.received - base) / self.request_bytes as u64;
-                return Ok((replies, now.duration_since(since).as_secs_f64()));
+                let packets = self.conn.stats().recv - packets_base;
+                return Ok((replies, now.duration_since(since).as_secs_f64(), packets));
             }
         }
     }
@@ -522,9 +542,11 @@ mod tests {
     #[test]
     fn the_bare_client_is_answered_by_a_real_node() {
         let node = dataplane::bench::remote::start_server(0).expect("node starts");
-        let (latency, messages, seconds) =
-            run_client(1, node.addr, 32, 0.3).expect("the bare client runs against the node");
-        assert!(messages > 0 && seconds > 0.0);
-        assert!(latency.latency_ns().p50 > 0);
+        let run = run_client(1, node.addr, 32, 0.3).expect("the bare client runs against the node");
+        assert!(
+            run.replies > 0 && run.seconds > 0.0 && run.packets_in > 0,
+            "{run:?}"
+        );
+        assert!(run.latency.latency_ns().p50 > 0);
     }
 }

@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Prints one JSON line per run (the suite's format, `"system":"quiche-bare"` with
-//! `"server"` and `"client"` added) and the median throughput on stderr.
+//! `"server"`, `"client"` and `"replies_per_packet"`, how full the server's packets were
+//! in the flood, added) and the median throughput on stderr.
 
 use std::time::Duration;
 
@@ -95,8 +96,7 @@ fn main() -> anyhow::Result<()> {
             (None, Some(node)) => node.addr,
             (None, None) => unreachable!("one server was started"),
         };
-        let (latency, messages, seconds) =
-            run_client(args.client_cpu, addr, args.payload_bytes, args.seconds)?;
+        let run = run_client(args.client_cpu, addr, args.payload_bytes, args.seconds)?;
         if let Some(bare) = bare {
             bare.join()?;
         }
@@ -105,15 +105,18 @@ fn main() -> anyhow::Result<()> {
             "remote",
             SYSTEM_QUICHE_BARE,
             1,
-            messages,
-            seconds,
-            latency.latency_ns(),
+            run.replies,
+            run.seconds,
+            run.latency.latency_ns(),
         );
         let line = result.to_json_line();
         let server = format!("{:?}", args.server).to_lowercase();
-        // The suite's line with two fields added after `latency_ns`, before its last brace.
+        let per_packet = run.replies as f64 / run.packets_in.max(1) as f64;
+        // The suite's line with fields added after `latency_ns`, before its last brace.
         let fields = line.strip_suffix('}').unwrap_or(&line);
-        println!("{fields},\"server\":\"{server}\",\"client\":\"bare\"}}");
+        println!(
+            "{fields},\"server\":\"{server}\",\"client\":\"bare\",\"replies_per_packet\":{per_packet:.2}}}"
+        );
         rates.push(result.throughput_msgs_per_s);
     }
     rates.sort_by(f64::total_cmp);
