@@ -25,11 +25,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use dataplane::bench::report::Recorder;
 use dataplane::bench::BenchResult;
-use dataplane_edge::protocol::{ALPNS, FRAME_STREAM_ID, LENGTH_PREFIX_BYTES};
+use dataplane_client::{ClientConfig, Verify};
+use dataplane_edge::protocol::{FRAME_STREAM_ID, LENGTH_PREFIX_BYTES};
 use dataplane_edge::server::{quiche_server_config, EdgeConfig};
 use dataplane_edge::socket::{
     bind_client, bind_reuseport, enable_gro, gso_supported, RecvBatch, SendBatch,
-    DATAGRAM_BYTES_MAX,
 };
 use dataplane_frame::{
     encode_into, encoded_len, AgentId, Flags, Header, Performative, Priority, FRAME_ALIGN,
@@ -303,29 +303,6 @@ fn serve(
     }
 }
 
-fn client_config() -> anyhow::Result<quiche::Config> {
-    // The settings of `dataplane_client::ClientConfig` with its default window.
-    let window_bytes = 16u64 << 20;
-    let mut quic = quiche::Config::new(quiche::PROTOCOL_VERSION)?;
-    quic.set_application_protos(ALPNS)?;
-    quic.verify_peer(false);
-    quic.set_max_idle_timeout(30_000);
-    quic.set_max_recv_udp_payload_size(DATAGRAM_BYTES_MAX);
-    quic.set_max_send_udp_payload_size(DATAGRAM_BYTES_MAX);
-    quic.discover_pmtu(true);
-    quic.set_initial_max_data(window_bytes);
-    quic.set_initial_max_stream_data_bidi_local(window_bytes);
-    quic.set_initial_max_stream_data_bidi_remote(window_bytes);
-    quic.set_initial_max_streams_bidi(0);
-    quic.set_initial_max_streams_uni(0);
-    quic.set_max_connection_window(window_bytes);
-    quic.set_max_stream_window(window_bytes);
-    quic.set_max_ack_delay(5);
-    quic.set_initial_congestion_window_packets(64);
-    quic.grease(false);
-    Ok(quic)
-}
-
 /// A quiche client writing a window of pre-encoded requests and counting reply bytes.
 struct BareClient {
     conn: quiche::Connection,
@@ -378,7 +355,8 @@ impl BareClient {
         local.set_ip(addr.ip());
         let rx = rx_batch(&socket);
         let tx = SendBatch::new(BATCH_DATAGRAMS, gso_supported(&socket));
-        let mut quic = client_config()?;
+        // The client library's own settings; the certificate is not checked (a benchmark).
+        let mut quic = ClientConfig::new(Verify::Insecure).quiche_config()?;
         let scid = random_cid()?;
         let scid = quiche::ConnectionId::from_ref(&scid);
         let conn = quiche::connect(Some("localhost"), &scid, local, addr, &mut quic)?;

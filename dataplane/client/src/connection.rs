@@ -65,7 +65,9 @@ impl ClientConfig {
         }
     }
 
-    fn quiche(&self) -> Result<quiche::Config, ClientError> {
+    /// The quiche configuration a [`ClientConnection`] is made with: for tools that drive
+    /// quiche directly with the client's settings (the `quiche-bare` ceiling in benches/).
+    pub fn quiche_config(&self) -> Result<quiche::Config, ClientError> {
         let tls = |what: &str, error: quiche::Error| ClientError::Tls(format!("{what}: {error}"));
         let mut quic = quiche::Config::new(quiche::PROTOCOL_VERSION)
             .map_err(|error| tls("configuration", error))?;
@@ -190,7 +192,7 @@ impl ClientConnection {
         local: SocketAddr,
         peer: SocketAddr,
     ) -> Result<ClientConnection, ClientError> {
-        let mut quic_config = config.quiche()?;
+        let mut quic_config = config.quiche_config()?;
         let scid = new_cid(0);
         debug_assert_eq!(scid.len(), CID_BYTES);
         let quic = quiche::connect(
