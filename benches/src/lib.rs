@@ -5,6 +5,9 @@
 //! (`dataplane::bench::native`) and the tokio baseline ([`tokio_mpsc`]), then prints the
 //! medians with ratios and a PASS/FAIL line per target ([`targets`]).
 //!
+//! For `remote`, [`quinn_remote`] is the peer baseline and [`quiche_bare`] the ceiling:
+//! quiche alone at both ends, which no quiche-based edge and client can exceed.
+//!
 //! The baseline lives here, not in the `dataplane` crate, so that the product binary does
 //! not depend on tokio.
 //!

@@ -2,8 +2,10 @@
 //!
 //! Per run, in this order: `hardware` (the raw cache-line ping-pong, relabelled with the
 //! suite's name so it shows in every table), `dataplane` (`dataplane::bench::native::run`)
-//! and `tokio-mpsc` (the peer baseline). A system that fails is reported on stderr and the
-//! others still run. After all runs: the median per system and metric, the table with
+//! and `tokio-mpsc` (the peer baseline); for `remote`: `dataplane`, `quinn` (the peer
+//! baseline) and `quiche-bare` (quiche alone at both ends, the ceiling of any quiche-based
+//! pair; a `ceiling:` line follows the targets). A system that fails is reported on stderr
+//! and the others still run. After all runs: the median per system and metric, the table with
 //! ratios against `dataplane`, and one PASS/FAIL/MISSING line per target.
 //!
 //! Output: without `--json` everything goes to stdout. With `--json`, stdout holds only JSON
