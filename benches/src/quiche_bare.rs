@@ -498,11 +498,20 @@ impl BareClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Mutex, MutexGuard};
+
+    /// Both tests pin busy-polling threads to CPUs 0 and 1: one at a time.
+    fn serial() -> MutexGuard<'static, ()> {
+        static TURN: Mutex<()> = Mutex::new(());
+        TURN.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 
     /// Both workloads against the bare server; no timing assertions (the machine is
     /// shared).
     #[test]
     fn the_bare_pair_reports_replies_and_round_trips() {
+        let _turn = serial();
         let result = run(0, 1, 32, 0.3).expect("the bare pair runs");
         assert_eq!(
             (result.suite.as_str(), result.system.as_str()),
@@ -519,6 +528,7 @@ mod tests {
     /// with a reply of the same length, so reply bytes count replies.
     #[test]
     fn the_bare_client_is_answered_by_a_real_node() {
+        let _turn = serial();
         let node = dataplane::bench::remote::start_server(0).expect("node starts");
         let run = run_client(1, node.addr, 32, 0.3).expect("the bare client runs against the node");
         assert!(
