@@ -23,6 +23,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use dataplane::bench::remote::FLOOD_WINDOW_REQUESTS;
 use dataplane::bench::report::Recorder;
 use dataplane::bench::BenchResult;
 use dataplane_client::{ClientConfig, Verify};
@@ -38,7 +39,7 @@ use dataplane_frame::{
 /// System name in the report.
 pub const SYSTEM_QUICHE_BARE: &str = "quiche-bare";
 /// Requests in flight in the flood, as in `dataplane bench remote`.
-pub const WINDOW_REQUESTS: usize = 2048;
+pub const WINDOW_REQUESTS: usize = FLOOD_WINDOW_REQUESTS as usize;
 /// Datagrams per `sendmmsg`.
 const BATCH_DATAGRAMS: usize = 64;
 /// 64 KiB `recvmmsg` slots with GRO.
@@ -47,6 +48,9 @@ const GRO_SLOTS: usize = 16;
 const CHUNK_BYTES: usize = 64 * 1024;
 /// Bytes the server holds for writing back before it compacts its buffer.
 const PENDING_COMPACT_BYTES: usize = 512 * 1024;
+/// Bytes the server holds for writing back before it stops reading (a client that does
+/// not read its replies is then held back by flow control, not by the server's memory).
+const PENDING_BYTES_MAX: usize = 4 << 20;
 /// Longest a handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Warm-up cap (the warm-up is a tenth of a workload, at most this).
@@ -273,7 +277,10 @@ fn serve(
     loop {
         receive(&mut conn, &mut rx, &socket, local);
         // Read what came in, behind what still waits to go back.
-        while let Ok((len, _fin)) = conn.stream_recv(FRAME_STREAM_ID, &mut chunk) {
+        while pending.len() - pending_from < PENDING_BYTES_MAX {
+            let Ok((len, _fin)) = conn.stream_recv(FRAME_STREAM_ID, &mut chunk) else {
+                break;
+            };
             pending.extend_from_slice(&chunk[..len]);
         }
         if pending_from < pending.len() {
