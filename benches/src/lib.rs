@@ -23,6 +23,14 @@
 #![warn(missing_docs)]
 
 pub mod quiche_bare;
+
+/// The tests of this crate that pin busy-polling threads to CPUs 0 and 1 take turns.
+#[cfg(test)]
+pub(crate) fn tests_serial() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 pub mod quinn_remote;
 pub mod targets;
 pub mod tokio_mpsc;

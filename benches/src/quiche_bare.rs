@@ -5,11 +5,12 @@
 //! `echo`) and counts the bytes that come back. Both ends use the edge's socket code
 //! (`SendBatch` with GSO trains, `RecvBatch` with GRO) and the edge's and client's quiche
 //! settings, each on its own pinned thread. What is left is quiche, its crypto and the
-//! kernel: no quiche-based edge with a quiche-based client can move more messages on the
-//! same two cores, whatever its own path costs.
+//! kernel: a quiche-based edge and client with these settings, one connection and this
+//! kind of driver loop cannot move more messages on the same two cores, whatever their
+//! own path costs.
 //!
 //! `compare remote` runs it as the `quiche-bare` row, so the ceiling is measured in the
-//! same run as dataplane and quinn (docs/benchmarks.md, "Why 2× quinn is out of reach").
+//! same run as dataplane and quinn (docs/benchmarks.md, "The ceiling: bare quiche").
 //! The `quiche-bare` binary also runs one end alone against the real node or the real load
 //! generator, to tell which end bounds the flood.
 //!
@@ -19,6 +20,8 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -27,14 +30,14 @@ use dataplane::bench::remote::FLOOD_WINDOW_REQUESTS;
 use dataplane::bench::report::Recorder;
 use dataplane::bench::BenchResult;
 use dataplane_client::{ClientConfig, Verify};
+use dataplane_edge::cid::new_cid;
+use dataplane_edge::framing::append_frame;
 use dataplane_edge::protocol::{FRAME_STREAM_ID, LENGTH_PREFIX_BYTES};
 use dataplane_edge::server::{quiche_server_config, EdgeConfig};
 use dataplane_edge::socket::{
     bind_client, bind_reuseport, enable_gro, gso_supported, RecvBatch, SendBatch,
 };
-use dataplane_frame::{
-    encode_into, encoded_len, AgentId, Flags, Header, Performative, Priority, FRAME_ALIGN,
-};
+use dataplane_frame::{AgentId, Flags, Header, Performative, Priority};
 
 /// System name in the report.
 pub const SYSTEM_QUICHE_BARE: &str = "quiche-bare";
@@ -53,6 +56,8 @@ const PENDING_COMPACT_BYTES: usize = 512 * 1024;
 const PENDING_BYTES_MAX: usize = 4 << 20;
 /// Longest a handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a closed-loop reply may take.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Warm-up cap (the warm-up is a tenth of a workload, at most this).
 const WARMUP_MAX: Duration = Duration::from_millis(200);
 /// Polls between checks of the clock for quiche's timers and the end of a workload.
@@ -64,6 +69,8 @@ pub struct BareServer {
     /// Where it listens.
     pub addr: SocketAddr,
     thread: Option<JoinHandle<anyhow::Result<()>>>,
+    /// Set to make the server return at its next clock check.
+    stop: Arc<AtomicBool>,
     dir: PathBuf,
 }
 
@@ -80,18 +87,27 @@ impl BareServer {
         let socket = bind_reuseport(SocketAddr::from(([127, 0, 0, 1], port)))?;
         let addr = socket.local_addr()?;
         let config = EdgeConfig::new(addr, cert, key);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_seen = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("quiche-bare-server".to_owned())
-            .spawn(move || serve(cpu, socket, &config, serve_for))
+            .spawn(move || serve(cpu, socket, &config, serve_for, &stop_seen))
             .context("starting the bare server")?;
         Ok(BareServer {
             addr,
             thread: Some(thread),
+            stop,
             dir,
         })
     }
 
-    /// Waits until it has served (its connection closed or its time passed).
+    /// Has the server return at its next clock check, connection or not.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits until it has served (its connection closed, its time passed, or
+    /// [`BareServer::stop`]).
     pub fn join(mut self) -> anyhow::Result<()> {
         match self.thread.take() {
             Some(thread) => thread
@@ -104,6 +120,7 @@ impl BareServer {
 
 impl Drop for BareServer {
     fn drop(&mut self) {
+        self.stop();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -119,11 +136,14 @@ pub fn run(
     payload_bytes: usize,
     seconds: f64,
 ) -> anyhow::Result<BenchResult> {
-    let serve_for = Duration::from_secs_f64(2.0 * seconds) + 2 * HANDSHAKE_TIMEOUT;
+    let serve_for = Duration::from_secs_f64(2.0 * seconds) + HANDSHAKE_TIMEOUT + REPLY_TIMEOUT;
     let server = BareServer::start(server_cpu, 0, serve_for)?;
     let outcome = run_client(client_cpu, server.addr, payload_bytes, seconds);
-    server.join()?;
+    // The client has closed its connection, or failed: either way the server is done.
+    server.stop();
+    let served = server.join();
     let run = outcome?;
+    served?;
     Ok(BenchResult::new(
         "remote",
         SYSTEM_QUICHE_BARE,
@@ -224,12 +244,6 @@ fn rx_batch(socket: &UdpSocket) -> RecvBatch {
     }
 }
 
-fn random_cid() -> anyhow::Result<[u8; quiche::MAX_CONN_ID_LEN]> {
-    let mut cid = [0u8; quiche::MAX_CONN_ID_LEN];
-    getrandom::getrandom(&mut cid).map_err(|error| anyhow::anyhow!("random bytes: {error}"))?;
-    Ok(cid)
-}
-
 /// Waits for the first Initial packet, accepts it, then echoes stream bytes until the
 /// connection closes or `serve_for` passes.
 fn serve(
@@ -237,6 +251,7 @@ fn serve(
     socket: UdpSocket,
     config: &EdgeConfig,
     serve_for: Duration,
+    stop: &AtomicBool,
 ) -> anyhow::Result<()> {
     pin(cpu);
     let end = Instant::now() + serve_for;
@@ -245,7 +260,7 @@ fn serve(
     let mut rx = rx_batch(&socket);
     let mut tx = SendBatch::new(BATCH_DATAGRAMS, gso_supported(&socket));
     let mut conn = loop {
-        if Instant::now() > end {
+        if Instant::now() > end || stop.load(Ordering::Relaxed) {
             return Ok(());
         }
         let n = rx.recv(&socket).unwrap_or(0);
@@ -258,7 +273,8 @@ fn serve(
                 if !is_initial {
                     continue;
                 }
-                let scid = random_cid()?;
+                // The edge's own kind of connection id (16 bytes).
+                let scid = new_cid(0);
                 let scid = quiche::ConnectionId::from_ref(&scid);
                 accepted = Some(quiche::accept(&scid, None, local, from, &mut quic)?);
             }
@@ -303,7 +319,7 @@ fn serve(
                 conn.on_timeout();
                 transmit(&mut conn, &mut tx, &socket);
             }
-            if conn.is_closed() || now > end {
+            if conn.is_closed() || now > end || stop.load(Ordering::Relaxed) {
                 return Ok(());
             }
         }
@@ -340,22 +356,12 @@ impl BareClient {
             flags: Flags::NONE,
         };
         let payload = vec![0x5au8; payload_bytes];
-        let frame_bytes = encoded_len(payload.len());
-        // A frame is written into FRAME_ALIGN-aligned memory: u128s are 16-byte aligned.
-        const _: () = assert!(FRAME_ALIGN <= std::mem::align_of::<u128>());
-        let mut aligned = vec![0u128; frame_bytes.div_ceil(16)];
-        // SAFETY: the u128 buffer is initialised, aligned for u8, and at least
-        // `frame_bytes` long; it is not used through `aligned` while `frame` lives.
-        let frame = unsafe {
-            std::slice::from_raw_parts_mut(aligned.as_mut_ptr().cast::<u8>(), frame_bytes)
-        };
-        let written = encode_into(&header, &payload, frame)?;
-        let request_bytes = LENGTH_PREFIX_BYTES + written;
-        let mut window = Vec::with_capacity(WINDOW_REQUESTS * request_bytes);
-        for _ in 0..WINDOW_REQUESTS {
-            window.extend_from_slice(&u32::try_from(written)?.to_le_bytes());
-            window.extend_from_slice(&frame[..written]);
-        }
+        // One length-prefixed request, as the client library writes it, then the window.
+        let mut request = Vec::new();
+        append_frame(&mut request, &header, &payload)?;
+        let request_bytes = request.len();
+        debug_assert!(request_bytes > LENGTH_PREFIX_BYTES);
+        let window = request.repeat(WINDOW_REQUESTS);
 
         let socket = bind_client(SocketAddr::from(([0, 0, 0, 0], 0)))?;
         let mut local = socket.local_addr()?;
@@ -364,7 +370,7 @@ impl BareClient {
         let tx = SendBatch::new(BATCH_DATAGRAMS, gso_supported(&socket));
         // The client library's own settings; the certificate is not checked (a benchmark).
         let mut quic = ClientConfig::new(Verify::Insecure).quiche_config()?;
-        let scid = random_cid()?;
+        let scid = new_cid(0);
         let scid = quiche::ConnectionId::from_ref(&scid);
         let conn = quiche::connect(Some("localhost"), &scid, local, addr, &mut quic)?;
         let mut client = BareClient {
@@ -398,8 +404,10 @@ impl BareClient {
     /// both ways and reads replies.
     fn poll_with(&mut self, in_flight_max: usize) {
         let limit = (in_flight_max * self.request_bytes) as u64;
-        while self.sent - self.received < limit {
-            let room = (limit - (self.sent - self.received)) as usize;
+        // Replies never outnumber requests from an echo; saturate in case a server sends
+        // more (an error frame).
+        while self.sent.saturating_sub(self.received) < limit {
+            let room = (limit - self.sent.saturating_sub(self.received)) as usize;
             let until = (self.offset + room).min(self.window.len());
             match self
                 .conn
@@ -456,10 +464,19 @@ impl BareClient {
                     let now = Instant::now();
                     self.timers(now);
                     self.check_open()?;
-                    if now > end + HANDSHAKE_TIMEOUT {
-                        bail!("no reply within {HANDSHAKE_TIMEOUT:?}");
+                    if now > end + REPLY_TIMEOUT {
+                        bail!("no reply within {REPLY_TIMEOUT:?}");
                     }
                 }
+            }
+            // One request in flight: its reply must be exactly as long (an echo), or the
+            // flood's count of replies from bytes would be wrong.
+            if self.received != want {
+                bail!(
+                    "a reply of {} bytes to a request of {} bytes",
+                    self.received + self.request_bytes as u64 - want,
+                    self.request_bytes
+                );
             }
             if sent_at >= measure_from {
                 recorder.record_between(sent_at, Instant::now());
@@ -505,14 +522,7 @@ impl BareClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Mutex, MutexGuard};
-
-    /// Both tests pin busy-polling threads to CPUs 0 and 1: one at a time.
-    fn serial() -> MutexGuard<'static, ()> {
-        static TURN: Mutex<()> = Mutex::new(());
-        TURN.lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
+    use crate::tests_serial as serial;
 
     /// Both workloads against the bare server; no timing assertions (the machine is
     /// shared).

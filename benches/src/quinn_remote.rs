@@ -880,6 +880,7 @@ mod tests {
     /// machine is shared).
     #[test]
     fn runs_report_every_reply() {
+        let _turn = crate::tests_serial();
         for rate_msgs_per_s in [None, Some(20_000)] {
             let opts = RemoteOptions {
                 connections: 2,

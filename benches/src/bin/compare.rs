@@ -240,6 +240,11 @@ fn run_system(system: &str, suite: Suite, opts: &SuiteOptions) -> anyhow::Result
         }
         SYSTEM_QUINN => run_quinn(opts),
         SYSTEM_QUICHE_BARE => {
+            let connections = opts.remote.as_ref().map_or(1, |remote| remote.connections);
+            if connections != 1 || opts.rate_msgs_per_s.is_some() {
+                // Its row would not be the same workload as the others'.
+                bail!("the ceiling runs one connection, closed loop: not with --connections or --rate");
+            }
             let (server_cpu, client_cpu) = two_cpus(opts)?;
             quiche_bare::run(server_cpu, client_cpu, opts.payload_bytes, opts.seconds)
         }

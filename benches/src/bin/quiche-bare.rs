@@ -30,7 +30,7 @@ enum ServerKind {
 enum ClientKind {
     /// quiche writing pre-encoded requests and counting reply bytes.
     Bare,
-    /// No client: a bare server serves one connection for `--seconds`.
+    /// No client: a bare server serves exactly one connection, for at most `--seconds`.
     None,
 }
 
@@ -96,10 +96,12 @@ fn main() -> anyhow::Result<()> {
             (None, Some(node)) => node.addr,
             (None, None) => unreachable!("one server was started"),
         };
-        let run = run_client(args.client_cpu, addr, args.payload_bytes, args.seconds)?;
+        let run = run_client(args.client_cpu, addr, args.payload_bytes, args.seconds);
         if let Some(bare) = bare {
+            bare.stop();
             bare.join()?;
         }
+        let run = run?;
         drop(node);
         let result = BenchResult::new(
             "remote",

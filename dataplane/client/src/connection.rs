@@ -67,6 +67,11 @@ impl ClientConfig {
 
     /// The quiche configuration a [`ClientConnection`] is made with: for tools that drive
     /// quiche directly with the client's settings (the `quiche-bare` ceiling in benches/).
+    ///
+    /// **It verifies nothing for [`Verify::Fingerprint`]**: quiche is told not to check
+    /// the peer, and [`ClientConnection`] compares the certificate's fingerprint itself
+    /// once the handshake completes. A caller that drives quiche with this configuration
+    /// must do that check itself (or use [`Verify::CaFile`]).
     pub fn quiche_config(&self) -> Result<quiche::Config, ClientError> {
         let tls = |what: &str, error: quiche::Error| ClientError::Tls(format!("{what}: {error}"));
         let mut quic = quiche::Config::new(quiche::PROTOCOL_VERSION)
