@@ -6,7 +6,8 @@
 //! medians with ratios and a PASS/FAIL line per target ([`targets`]).
 //!
 //! For `remote`, [`quinn_remote`] is the peer baseline and [`quiche_bare`] the ceiling:
-//! quiche alone at both ends, which no quiche-based edge and client can exceed.
+//! quiche alone at both ends, which an edge and client on quiche with the same settings
+//! cannot exceed.
 //!
 //! The baseline lives here, not in the `dataplane` crate, so that the product binary does
 //! not depend on tokio.
@@ -23,6 +24,9 @@
 #![warn(missing_docs)]
 
 pub mod quiche_bare;
+pub mod quinn_remote;
+pub mod targets;
+pub mod tokio_mpsc;
 
 /// The tests of this crate that pin busy-polling threads to CPUs 0 and 1 take turns.
 #[cfg(test)]
@@ -31,6 +35,3 @@ pub(crate) fn tests_serial() -> std::sync::MutexGuard<'static, ()> {
     TURN.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
-pub mod quinn_remote;
-pub mod targets;
-pub mod tokio_mpsc;

@@ -541,6 +541,23 @@ mod tests {
         assert!(result.latency_ns.p50 > 0, "{result:?}");
     }
 
+    /// Datagrams that are not QUIC, or truncated Initials, are ignored until a real client
+    /// comes: the server neither fails nor accepts them as its one connection.
+    #[test]
+    fn the_bare_server_ignores_garbage_before_its_client() {
+        let _turn = serial();
+        let server = BareServer::start(0, 0, Duration::from_secs(30)).expect("server starts");
+        let sender = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        // A long-header Initial's first byte, then too little to parse; empty; random.
+        for garbage in [&[0xc0u8, 0, 0, 0, 1][..], &[], &[0x5a; 1400]] {
+            sender.send_to(garbage, server.addr).expect("send");
+        }
+        let run = run_client(1, server.addr, 32, 0.2).expect("a real client is then served");
+        assert!(run.replies > 0, "{run:?}");
+        server.stop();
+        server.join().expect("the server ends cleanly");
+    }
+
     /// The bare client's requests are real frames: the node's echo agent answers each
     /// with a reply of the same length, so reply bytes count replies.
     #[test]

@@ -3,8 +3,8 @@
 //! Per run, in this order: `hardware` (the raw cache-line ping-pong, relabelled with the
 //! suite's name so it shows in every table), `dataplane` (`dataplane::bench::native::run`)
 //! and `tokio-mpsc` (the peer baseline); for `remote`: `dataplane`, `quinn` (the peer
-//! baseline) and `quiche-bare` (quiche alone at both ends, the ceiling of any quiche-based
-//! pair; a `ceiling:` line follows the targets). A system that fails is reported on stderr
+//! baseline) and `quiche-bare` (quiche alone at both ends with the edge's settings, the
+//! ceiling of a quiche-based pair; a `ceiling:` line follows the targets). A system that fails is reported on stderr
 //! and the others still run. After all runs: the median per system and metric, the table with
 //! ratios against `dataplane`, and one PASS/FAIL/MISSING line per target.
 //!
@@ -151,7 +151,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// How the `remote` throughputs compare with bare quiche's ceiling (no target: context for
-/// the 2x-quinn one, which no quiche-based pair can meet where the ceiling is below it).
+/// the 2x-quinn one, which a quiche-based pair cannot meet where the ceiling is below it).
 fn ceiling_note(medians: &[BenchResult]) -> String {
     let throughput = |system: &str| {
         medians
